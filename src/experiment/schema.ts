@@ -1,0 +1,99 @@
+// The experiment file format. Every object is strict: an unknown key is an error, so a typo
+// never silently falls back to a default.
+import { z } from 'zod';
+
+const sizeRe = /^\d+(\.\d+)?\s*(B|[KMGT]i?B?|[kmgt])?$/;
+/** "64KiB", "1G", "4k", 4096 → bytes. */
+export const Size = z.union([
+  z.number().int().nonnegative(),
+  z.string().regex(sizeRe, 'expected a size such as 4096, 4k, 64KiB, 1GiB'),
+]);
+
+const durationRe = /^\d+(\.\d+)?\s*(ms|s|m|h)$/;
+/** "30s", "5m", 120 (seconds) → milliseconds via parseDuration. */
+export const Duration = z.union([
+  z.number().positive(),
+  z.string().regex(durationRe, 'expected a duration such as 500ms, 30s, 5m'),
+]);
+
+export const SysctlName = z.string().regex(/^[a-z0-9_]+(\.[a-z0-9_-]+)+$/, 'expected a sysctl name such as vm.max_map_count');
+
+export const PmEmulated = z.strictObject({
+  kind: z.literal('emulated'),
+  /** Directory on a tmpfs; created if missing. Default: /dev/shm/pcow-<experiment>. */
+  dir: z.string().optional(),
+});
+
+export const PmFsdax = z.strictObject({
+  kind: z.literal('fsdax'),
+  /** The pmem block device, e.g. /dev/pmem0. */
+  device: z.string().regex(/^\/dev\//, 'expected a device path under /dev'),
+  /** Where to mount it with -o dax. */
+  mount: z.string().regex(/^\//, 'expected an absolute path'),
+  /** Only when true does setup run mkfs on the device (destroys its contents). */
+  mkfs: z.enum(['ext4', 'xfs']).optional(),
+});
+
+export const Pm = z.discriminatedUnion('kind', [PmEmulated, PmFsdax]);
+
+export const Host = z.strictObject({
+  pm: Pm.default({ kind: 'emulated' }),
+  sysctls: z.record(SysctlName, z.union([z.string(), z.number()])).default({}),
+});
+
+/** A scalar axis value. Objects are not allowed: every cell must have a printable id. */
+export const AxisValue = z.union([z.string(), z.number(), z.boolean()]);
+
+export const Matrix = z.strictObject({
+  /** axis name → values; the cells are the cross product (modulo zip groups). */
+  axes: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_-]*$/, 'axis names are identifiers'), z.array(AxisValue).min(1)),
+  /** Each group lists axes of equal length that vary together instead of being crossed. */
+  zip: z.array(z.array(z.string()).min(2)).default([]),
+  /** A cell matching every key of any rule is dropped. */
+  exclude: z.array(z.record(z.string(), AxisValue)).default([]),
+});
+
+export const Figure = z.strictObject({
+  /** File name stem of the chart; unique within the experiment. */
+  id: z.string().regex(/^[a-z0-9][a-z0-9_-]*$/, 'figure ids are lower-case file-name stems'),
+  title: z.string(),
+  /** The sample metric plotted on y (e.g. iops, bw, lat_mean). */
+  metric: z.string(),
+  /** Axis on x. */
+  x: z.string(),
+  /** Optional axis for colour (grouped bars / lines). */
+  color: z.string().optional(),
+  /** Optional axis for small multiples (one column per value). */
+  facet: z.string().optional(),
+  /** Keep only cells whose axes have these values. */
+  where: z.record(z.string(), AxisValue).default({}),
+  mark: z.enum(['bar', 'line', 'point']).default('bar'),
+  yScale: z.enum(['linear', 'log']).default('linear'),
+});
+
+/** A named workload: `tool` selects the runner, the rest are its parameters (checked by the tool). */
+export const WorkloadSpec = z.looseObject({ tool: z.string() });
+
+export const Experiment = z.strictObject({
+  name: z.string().regex(/^[a-z0-9][a-z0-9_-]*$/, 'experiment names are lower-case file-name stems'),
+  description: z.string().default(''),
+  host: Host.default({ pm: { kind: 'emulated' }, sysctls: {} }),
+  /** Measured runs per cell. */
+  repetitions: z.number().int().min(1).max(1000).default(3),
+  /** Unmeasured runs before a cell's first measured run. */
+  warmup: z.number().int().min(0).max(100).default(0),
+  /** Wall-clock bound of one cell run (prepare + run + collect). */
+  timeout: Duration.default('10m'),
+  /** interleaved: repetition r of every cell before r+1 (spreads machine drift over backends). */
+  order: z.enum(['interleaved', 'sequential']).default('interleaved'),
+  /** name → workload; the `workload` axis picks one per cell (or the only one). */
+  workloads: z.record(z.string().regex(/^[A-Za-z0-9_-]+$/, 'workload names are identifiers'), WorkloadSpec),
+  matrix: Matrix.default({ axes: {}, zip: [], exclude: [] }),
+  figures: z.array(Figure).default([]),
+});
+
+export type ExperimentConfig = z.infer<typeof Experiment>;
+export type FigureConfig = z.infer<typeof Figure>;
+export type MatrixConfig = z.infer<typeof Matrix>;
+export type AxisScalar = z.infer<typeof AxisValue>;
+export type PmConfig = z.infer<typeof Pm>;
