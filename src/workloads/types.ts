@@ -51,6 +51,10 @@ export interface Workload<P = Record<string, unknown>> {
   metrics: MetricInfo[];
   /** Executables it needs on the host, with the Debian package that provides each. */
   requires: { command: string; debianPackage: string }[];
+  /** Needs the native build (pcow-img, pcow-bench): the build stage runs make -C native first. */
+  needsNative?: boolean;
+  /** Boots a guest: the run probes KVM and records the accelerator. */
+  needsGuest?: boolean;
   prepare(ctx: WorkloadContext, params: P): Promise<void>;
   run(ctx: WorkloadContext, params: P): Promise<WorkloadResult>;
   cleanup(ctx: WorkloadContext, params: P): Promise<void>;

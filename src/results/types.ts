@@ -1,0 +1,80 @@
+// What a run directory holds. Layout:
+//   results/<experiment>/<run-id>/
+//     manifest.json        Manifest (provenance, status)
+//     experiment.yaml      the input file as it was read
+//     config.json          the validated, defaulted ExperimentConfig
+//     cells.json           CellRecord[] (every cell of the plan with its status), rewritten atomically
+//     samples.jsonl        one SampleRow per line, appended as repetitions finish
+//     samples.csv          the same rows flattened (written at the end and by `report`)
+//     cells/<cell-id>/rep-<n>/   raw tool output of one repetition (warmup: warmup-<n>/)
+//     report/index.html, report/<figure>.{vl.json,svg,png}
+import type { AxisScalar } from '../experiment/schema.ts';
+
+export type CellStatus = 'pending' | 'ok' | 'failed' | 'timeout' | 'interrupted';
+
+export interface RepetitionRecord {
+  repetition: number;
+  status: Exclude<CellStatus, 'pending'>;
+  startedAt: string;
+  endedAt: string;
+  durationMs: number;
+  /** Paths relative to the run directory. */
+  rawFiles: string[];
+  reason?: string;
+}
+
+export interface CellRecord {
+  index: number;
+  id: string;
+  hash: string;
+  workload: string;
+  tool: string;
+  axes: Record<string, AxisScalar>;
+  params: Record<string, unknown>;
+  /** ok only when every repetition is ok. */
+  status: CellStatus;
+  reason?: string;
+  repetitions: RepetitionRecord[];
+  details?: Record<string, unknown>;
+}
+
+export interface SampleRow {
+  cell: string;
+  cellHash: string;
+  workload: string;
+  tool: string;
+  repetition: number;
+  metric: string;
+  value: number;
+  unit: string;
+  axes: Record<string, AxisScalar>;
+  params: Record<string, unknown>;
+}
+
+export interface SetupStep {
+  action: string;
+  detail: string;
+  ok: boolean;
+  at: string;
+}
+
+export interface Manifest {
+  schema: 1;
+  runId: string;
+  status: 'running' | 'completed' | 'failed' | 'interrupted';
+  command: string[];
+  experiment: { name: string; description: string; file: string; sha256: string };
+  harness: { version: string; commit: string | null; dirty: boolean | null; node: string };
+  startedAt: string;
+  endedAt: string | null;
+  /** Which accelerator guests of this run use (the boot probe's verdict); none when no cell boots a guest. */
+  accelerator: 'kvm' | 'tcg' | 'none';
+  pm: { kind: 'emulated' | 'fsdax'; path: string; device?: string };
+  /** The host probe (src/host) as it was at the start of the run. */
+  host: unknown;
+  tools: Record<string, string | null>;
+  setup: SetupStep[];
+  build: { native?: { sourceHash: string; durationMs: number } };
+  cells: { total: number; ok: number; failed: number; timeout: number; interrupted: number; pending: number };
+  error?: string;
+}
