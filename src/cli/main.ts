@@ -1,0 +1,101 @@
+// pcow-harness command line: run, report, doctor.
+import { parseArgs } from 'node:util';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { runExperiment } from '../run/lifecycle.ts';
+import { writeReport } from '../report/index.ts';
+import { writeSamplesCsv } from '../results/rundir.ts';
+import { probeHost, formatProbe } from '../host/probe.ts';
+import { repoRoot } from '../results/provenance.ts';
+
+const DEFAULT_EXPERIMENT = 'experiments/quick.yaml';
+
+export const usage = `pcow-harness — reproduce and keep checking the pcow paper
+
+usage:
+  pcow-harness run [FILE] [--dry-run] [--resume RUN_DIR] [--only key=value ...] [--results DIR]
+      Run an experiment (default: ${DEFAULT_EXPERIMENT}). --dry-run lists every cell with its id and
+      parameters; --resume continues RUN_DIR, skipping repetitions that already completed; --only keeps
+      the cells whose axis has that value (repeat a key for OR, different keys for AND).
+  pcow-harness report RUN_DIR
+      Re-make samples.csv and report/ (charts, index.html) of a run directory.
+  pcow-harness doctor [--json] [--no-kvm]
+      Probe this host: kernel, CPU flags, KVM (boots a tiny guest to see whether it works), userfaultfd,
+      pmem/DAX, sysctls and tool versions.
+
+npm run experiment -- FILE is "run FILE".`;
+
+class UsageError extends Error {}
+
+function parse(args: string[], options: Parameters<typeof parseArgs>[0]['options']) {
+  try {
+    return parseArgs({ args, options, allowPositionals: true, strict: true });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  try {
+    switch (cmd) {
+      case 'run': {
+        const { values, positionals } = parse(rest, {
+          'dry-run': { type: 'boolean' },
+          resume: { type: 'string' },
+          only: { type: 'string', multiple: true },
+          results: { type: 'string' },
+        });
+        if (positionals.length > 1) throw new UsageError(`run takes one experiment file, got ${positionals.length}: ${positionals.join(' ')}`);
+        // npm runs scripts from the package root; a relative FILE is taken from where the user typed it.
+        const cwd = process.env.INIT_CWD ?? process.cwd();
+        const file = positionals[0] ? path.resolve(cwd, positionals[0]) : path.join(repoRoot, DEFAULT_EXPERIMENT);
+        if (!existsSync(file)) throw new UsageError(`experiment file not found: ${positionals[0] ?? file}`);
+        const out = await runExperiment({
+          file: path.relative(cwd, file) || file,
+          dryRun: values['dry-run'] as boolean | undefined,
+          resume: values.resume ? path.resolve(cwd, values.resume as string) : undefined,
+          only: values.only as string[] | undefined,
+          resultsRoot: values.results ? path.resolve(cwd, values.results as string) : undefined,
+          command: ['run', ...rest],
+        });
+        return out.exitCode;
+      }
+      case 'report': {
+        const { positionals } = parse(rest, {});
+        const dir = positionals[0];
+        if (!dir || positionals.length > 1) throw new UsageError('report takes one run directory');
+        const abs = path.resolve(process.env.INIT_CWD ?? process.cwd(), dir);
+        if (!existsSync(path.join(abs, 'manifest.json'))) throw new Error(`${dir}: not a run directory (no manifest.json)`);
+        await writeSamplesCsv(abs);
+        const r = await writeReport(abs);
+        process.stdout.write(`report: ${r.index}\n`);
+        return 0;
+      }
+      case 'doctor': {
+        const { values, positionals } = parse(rest, { json: { type: 'boolean' }, 'no-kvm': { type: 'boolean' } });
+        if (positionals.length > 0) throw new UsageError(`doctor takes no arguments, got: ${positionals.join(' ')}`);
+        const p = await probeHost({ skipKvm: Boolean(values['no-kvm']) });
+        process.stdout.write(values.json ? `${JSON.stringify(p, null, 2)}\n` : `${formatProbe(p)}\n`);
+        return 0;
+      }
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        process.stdout.write(`${usage}\n`);
+        return cmd === undefined ? 2 : 0;
+      default:
+        throw new UsageError(`unknown command "${cmd}"`);
+    }
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`error: ${e.message}\n\n${usage}\n`);
+      return 2;
+    }
+    // Experiment errors carry their own file:line:col lines; print them as they are.
+    const name = (e as Error).name;
+    process.stderr.write(`${name === 'ExperimentError' ? '' : 'error: '}${(e as Error).message}\n`);
+    return name === 'ExperimentError' ? 2 : 1;
+  }
+}

@@ -1,0 +1,364 @@
+// One run of an experiment: plan → setup → build → per cell repetition (prepare → run → collect)
+// → teardown → report. Teardown always runs: on a cell error, a timeout, SIGINT or SIGTERM.
+// A failing cell is recorded with its status and reason and the run goes on.
+import { mkdir, rm } from 'node:fs/promises';
+import path from 'node:path';
+import pLimit from 'p-limit';
+import { loadExperiment } from '../experiment/load.ts';
+import { describeCells, filterCells } from '../experiment/matrix.ts';
+import { parseDuration } from '../experiment/units.ts';
+import type { Cell } from '../experiment/cell.ts';
+import type { ExperimentConfig } from '../experiment/schema.ts';
+import { probeHost } from '../host/probe.ts';
+import { setupHost, type HostSession } from '../host/setup.ts';
+import { ensureCommands } from '../host/install.ts';
+import { buildNative, nativeBinDir } from '../build/native.ts';
+import { getWorkload } from '../workloads/registry.ts';
+import type { AnyWorkload, WorkloadContext } from '../workloads/types.ts';
+import { harnessInfo, repoRoot } from '../results/provenance.ts';
+import { RunDir } from '../results/rundir.ts';
+import type { CellStatus, Manifest, RepetitionRecord, SampleRow, SetupStep } from '../results/types.ts';
+import { writeReport } from '../report/index.ts';
+import { killAllChildren } from '../util/proc.ts';
+import { Progress, type ProgressSink } from './progress.ts';
+
+export interface RunRequest {
+  file: string;
+  dryRun?: boolean;
+  /** Continue this run directory instead of starting a new one. */
+  resume?: string;
+  only?: string[];
+  /** Default: <repo>/results. */
+  resultsRoot?: string;
+  /** Where progress and log lines go (default: stderr). */
+  sink?: ProgressSink;
+  /** Where the dry-run listing and the final summary go (default: stdout). */
+  print?: (text: string) => void;
+  /** Skip the HTML/chart report (tests that only look at samples). */
+  skipReport?: boolean;
+  /** The argv that started the run, for the manifest. */
+  command?: string[];
+}
+
+export interface RunOutcome {
+  exitCode: number;
+  runDir?: string;
+  status?: Manifest['status'];
+}
+
+/** One unit of work: one repetition of one cell. */
+interface Unit {
+  cell: Cell;
+  repetition: number;
+}
+
+/** Interleaved: repetition r of every cell before r+1, so drift spreads over all backends alike. */
+export function planUnits(cells: Cell[], repetitions: number, order: ExperimentConfig['order']): Unit[] {
+  const units: Unit[] = [];
+  if (order === 'interleaved') {
+    for (let r = 0; r < repetitions; r++) for (const cell of cells) units.push({ cell, repetition: r });
+  } else {
+    for (const cell of cells) for (let r = 0; r < repetitions; r++) units.push({ cell, repetition: r });
+  }
+  return units;
+}
+
+function now(): string {
+  return new Date().toISOString();
+}
+
+function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** Reject as soon as the signal aborts, even if the promise never settles (a wedged workload). */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
+
+class Interrupted extends Error {
+  constructor(readonly sig: NodeJS.Signals) {
+    super(`interrupted by ${sig}`);
+  }
+}
+class CellTimeout extends Error {}
+
+export async function runExperiment(req: RunRequest): Promise<RunOutcome> {
+  const print = req.print ?? ((t: string) => process.stdout.write(t));
+  const loaded = await loadExperiment(req.file);
+  const config = loaded.config;
+  const cells = req.only && req.only.length > 0 ? filterCells(loaded.cells, req.only) : loaded.cells;
+
+  if (req.dryRun) {
+    print(`${config.name}: ${cells.length} cells × ${config.repetitions} repetitions (+${config.warmup} warmup)\n`);
+    print(`${describeCells(cells)}\n`);
+    return { exitCode: 0 };
+  }
+
+  const workloads = new Map<string, AnyWorkload>();
+  for (const c of cells) {
+    const w = getWorkload(c.tool);
+    if (!w) throw new Error(`internal: tool ${c.tool} passed validation but has no workload`);
+    workloads.set(c.tool, w);
+  }
+  const needsGuest = [...workloads.values()].some((w) => w.needsGuest);
+  const needsNative = [...workloads.values()].some((w) => w.needsNative);
+
+  // Signals: the first SIGINT/SIGTERM aborts the run (children are killed through the signal,
+  // teardown still runs); a second one kills every child at once and exits.
+  const runAbort = new AbortController();
+  let caught: NodeJS.Signals | null = null;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (caught) {
+      killAllChildren('SIGKILL');
+      process.exit(sig === 'SIGINT' ? 130 : 143);
+    }
+    caught = sig;
+    runAbort.abort(new Interrupted(sig));
+  };
+  const onInt = (): void => onSignal('SIGINT');
+  const onTerm = (): void => onSignal('SIGTERM');
+  process.on('SIGINT', onInt);
+  process.on('SIGTERM', onTerm);
+
+  const progress = new Progress(cells.length * config.repetitions, req.sink);
+  let rd: RunDir | undefined;
+  let session: HostSession | undefined;
+  try {
+    progress.log(`${config.name}: probing the host${needsGuest ? ' (including a KVM boot probe)' : ''}`);
+    const [probe, harness] = await Promise.all([
+      probeHost({ skipKvm: !needsGuest, signal: runAbort.signal }),
+      harnessInfo(),
+    ]);
+    const manifestBase = {
+      schema: 1 as const,
+      command: req.command ?? ['run', req.file],
+      experiment: {
+        name: config.name,
+        description: config.description,
+        file: path.relative(repoRoot, loaded.file) || loaded.file,
+        sha256: loaded.sha256,
+      },
+      harness,
+      startedAt: now(),
+      accelerator: needsGuest ? probe.accelerator : ('none' as const),
+      pm: { kind: config.host.pm.kind, path: '' },
+      host: probe,
+      tools: probe.tools,
+      setup: [] as SetupStep[],
+      build: {},
+    };
+    rd = req.resume
+      ? await RunDir.resume(req.resume, { config, experimentText: loaded.text, cells })
+      : await RunDir.create({
+          resultsRoot: req.resultsRoot ?? path.join(repoRoot, 'results'),
+          config,
+          experimentText: loaded.text,
+          manifest: manifestBase,
+          cells,
+        });
+    if (req.resume) {
+      // A resumed run keeps its original start and setup record; the probe is refreshed.
+      rd.manifest.host = probe;
+      rd.manifest.tools = probe.tools;
+      rd.manifest.command = manifestBase.command;
+      rd.manifest.experiment = manifestBase.experiment;
+      rd.manifest.harness = harness;
+    }
+    const runDir = rd;
+    progress.log(`run directory: ${path.relative(process.cwd(), runDir.dir) || runDir.dir}`);
+
+    // setup
+    const reqs = [...workloads.values()].flatMap((w) => w.requires);
+    const installSteps = await ensureCommands(reqs, { signal: runAbort.signal, log: (l) => progress.log(l) });
+    runDir.manifest.setup.push(...installSteps);
+    session = await setupHost(config.host, config.name, { signal: runAbort.signal, log: (l) => progress.log(l) });
+    runDir.manifest.setup.push(...session.steps);
+    runDir.manifest.pm = session.pm;
+    await runDir.saveManifest();
+
+    // build
+    if (needsNative) {
+      const b = await buildNative({ signal: runAbort.signal, log: (l) => progress.log(l) });
+      runDir.manifest.build.native = { sourceHash: b.sourceHash, durationMs: b.durationMs };
+      await runDir.saveManifest();
+    }
+
+    // cells
+    const units = planUnits(cells, config.repetitions, config.order);
+    const todo = units.filter((u) => !runDir.hasRepetition(u.cell.hash, u.repetition));
+    progress.skip(units.length - todo.length);
+    if (units.length > todo.length) progress.log(`resume: ${units.length - todo.length} repetitions already done, ${todo.length} to run`);
+    const timeoutMs = parseDuration(config.timeout);
+    const warmedUp = new Set<string>();
+    // Measured runs never overlap: one at a time, whatever the machine.
+    const serial = pLimit(1);
+    const pmPath = session.pm.path;
+    for (const unit of todo) {
+      if (runAbort.signal.aborted) break;
+      await serial(() =>
+        runUnit({
+          unit,
+          config,
+          workload: workloads.get(unit.cell.tool) as AnyWorkload,
+          rd: runDir,
+          pmPath,
+          runSignal: runAbort.signal,
+          timeoutMs,
+          warmup: warmedUp.has(unit.cell.hash) || unit.repetition > 0 ? 0 : config.warmup,
+          progress,
+        }),
+      );
+      warmedUp.add(unit.cell.hash);
+    }
+  } catch (e) {
+    if (rd) rd.manifest.error = errorText(e);
+    if (!(e instanceof Interrupted) && !runAbort.signal.aborted) {
+      progress.stop();
+      await finish();
+      throw e;
+    }
+  }
+  await finish();
+  return {
+    exitCode: caught ? (caught === 'SIGINT' ? 130 : 143) : rd?.manifest.status === 'completed' ? 0 : 1,
+    runDir: rd?.dir,
+    status: rd?.manifest.status,
+  };
+
+  async function finish(): Promise<void> {
+    try {
+      if (session) {
+        const steps = await session.teardown();
+        rd?.manifest.setup.push(...steps);
+      }
+    } catch (e) {
+      progress.log(`teardown failed: ${errorText(e)}`);
+      if (rd) rd.manifest.error = `${rd.manifest.error ? `${rd.manifest.error}; ` : ''}teardown: ${errorText(e)}`;
+    }
+    progress.stop();
+    process.off('SIGINT', onInt);
+    process.off('SIGTERM', onTerm);
+    if (!rd) return;
+    rd.manifest.endedAt = now();
+    const failedCells = rd.cells.filter((c) => c.status !== 'ok' && c.status !== 'pending').length;
+    rd.manifest.status = caught ? 'interrupted' : rd.manifest.error ? 'failed' : 'completed';
+    await rd.saveManifest();
+    await rd.writeCsv();
+    if (!req.skipReport) {
+      try {
+        const r = await writeReport(rd.dir);
+        print(`report: ${r.index}\n`);
+      } catch (e) {
+        print(`report failed: ${errorText(e)}\n`);
+      }
+    }
+    const c = rd.manifest.cells;
+    print(
+      `${rd.manifest.status}: ${c.ok}/${c.total} cells ok` +
+        (failedCells ? `, ${failedCells} not ok (see cells.json)` : '') +
+        (c.pending ? `, ${c.pending} pending (continue with --resume ${rd.dir})` : '') +
+        `\nresults: ${rd.dir}\n`,
+    );
+  }
+}
+
+async function runUnit(a: {
+  unit: Unit;
+  config: ExperimentConfig;
+  workload: AnyWorkload;
+  rd: RunDir;
+  pmPath: string;
+  runSignal: AbortSignal;
+  timeoutMs: number;
+  warmup: number;
+  progress: Progress;
+}): Promise<void> {
+  const { cell, repetition } = a.unit;
+  const label = `${cell.id} rep ${repetition + 1}/${a.config.repetitions}`;
+  a.progress.start(label);
+  const timeout = new AbortController();
+  const timer = setTimeout(() => timeout.abort(new CellTimeout(`timed out after ${a.config.timeout}`)), a.timeoutMs);
+  const signal = AbortSignal.any([a.runSignal, timeout.signal]);
+  const dataDir = path.join(a.pmPath, cell.id);
+  const startedAt = now();
+  const t0 = Date.now();
+  let status: Exclude<CellStatus, 'pending'> = 'ok';
+  let reason: string | undefined;
+  let samples: SampleRow[] = [];
+  let rawFiles: string[] = [];
+  let details: Record<string, unknown> | undefined;
+  const outDir = await a.rd.repDir(cell, repetition);
+  const ctx = (out: string, rep: number): WorkloadContext => ({
+    cellId: cell.id,
+    dataDir,
+    outDir: out,
+    repetition: rep,
+    signal,
+    nativeBin: nativeBinDir,
+    log: (l) => a.progress.log(`  ${cell.id}: ${l}`),
+  });
+  try {
+    await rm(dataDir, { recursive: true, force: true });
+    await mkdir(dataDir, { recursive: true });
+    await untilAborted(a.workload.prepare(ctx(outDir, repetition), cell.params), signal);
+    for (let w = 0; w < a.warmup; w++) {
+      const wdir = await a.rd.repDir(cell, w, true);
+      await untilAborted(a.workload.run(ctx(wdir, -1), cell.params), signal);
+    }
+    const result = await untilAborted(a.workload.run(ctx(outDir, repetition), cell.params), signal);
+    rawFiles = result.rawFiles.map((f) => path.relative(a.rd.dir, path.resolve(outDir, f)));
+    details = result.details;
+    samples = result.samples.map((s) => ({
+      cell: cell.id,
+      cellHash: cell.hash,
+      workload: cell.workload,
+      tool: cell.tool,
+      repetition,
+      metric: s.metric,
+      value: s.value,
+      unit: s.unit,
+      axes: cell.axes,
+      params: cell.params,
+    }));
+    const bad = samples.find((s) => !Number.isFinite(s.value));
+    if (bad) throw new Error(`${a.workload.tool} reported a non-numeric ${bad.metric} (${String(bad.value)})`);
+  } catch (e) {
+    samples = [];
+    if (a.runSignal.aborted) {
+      status = 'interrupted';
+      reason = errorText(a.runSignal.reason);
+    } else if (timeout.signal.aborted) {
+      status = 'timeout';
+      reason = errorText(timeout.signal.reason);
+    } else {
+      status = 'failed';
+      reason = errorText(e);
+    }
+  } finally {
+    clearTimeout(timer);
+  }
+  try {
+    // Cleanup runs with a fresh bound: the cell's own signal may already be aborted.
+    await untilAborted(a.workload.cleanup(ctx(outDir, repetition), cell.params), AbortSignal.timeout(60_000));
+  } catch (e) {
+    a.progress.log(`  ${cell.id}: cleanup failed: ${errorText(e)}`);
+  }
+  await rm(dataDir, { recursive: true, force: true }).catch(() => undefined);
+  const rep: RepetitionRecord = {
+    repetition,
+    status,
+    startedAt,
+    endedAt: now(),
+    durationMs: Date.now() - t0,
+    rawFiles,
+    ...(reason ? { reason } : {}),
+  };
+  await a.rd.recordRepetition(cell, rep, samples, a.config.repetitions, details);
+  a.progress.finish(label, status, reason);
+}
