@@ -2,11 +2,9 @@
 import { parseArgs } from 'node:util';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { runExperiment } from '../run/lifecycle.ts';
-import { writeReport } from '../report/index.ts';
-import { writeSamplesCsv } from '../results/rundir.ts';
-import { probeHost, formatProbe } from '../host/probe.ts';
 import { repoRoot } from '../results/provenance.ts';
+// Command modules are imported when their command runs: `deps` must work before anything else
+// is installed, and `doctor` should not load the chart renderer.
 
 const DEFAULT_EXPERIMENT = 'experiments/quick.yaml';
 
@@ -22,6 +20,9 @@ usage:
   pcow-harness doctor [--json] [--no-kvm]
       Probe this host: kernel, CPU flags, KVM (boots a tiny guest to see whether it works), userfaultfd,
       pmem/DAX, sysctls and tool versions.
+
+  pcow-harness deps
+      Install (as root) the Debian packages the tests need, or print the exact apt-get command.
 
 npm run experiment -- FILE is "run FILE".`;
 
@@ -51,6 +52,7 @@ export async function main(argv: string[]): Promise<number> {
         const cwd = process.env.INIT_CWD ?? process.cwd();
         const file = positionals[0] ? path.resolve(cwd, positionals[0]) : path.join(repoRoot, DEFAULT_EXPERIMENT);
         if (!existsSync(file)) throw new UsageError(`experiment file not found: ${positionals[0] ?? file}`);
+        const { runExperiment } = await import('../run/lifecycle.ts');
         const out = await runExperiment({
           file: path.relative(cwd, file) || file,
           dryRun: values['dry-run'] as boolean | undefined,
@@ -67,6 +69,8 @@ export async function main(argv: string[]): Promise<number> {
         if (!dir || positionals.length > 1) throw new UsageError('report takes one run directory');
         const abs = path.resolve(process.env.INIT_CWD ?? process.cwd(), dir);
         if (!existsSync(path.join(abs, 'manifest.json'))) throw new Error(`${dir}: not a run directory (no manifest.json)`);
+        const { writeSamplesCsv } = await import('../results/rundir.ts');
+        const { writeReport } = await import('../report/index.ts');
         await writeSamplesCsv(abs);
         const r = await writeReport(abs);
         process.stdout.write(`report: ${r.index}\n`);
@@ -75,8 +79,15 @@ export async function main(argv: string[]): Promise<number> {
       case 'doctor': {
         const { values, positionals } = parse(rest, { json: { type: 'boolean' }, 'no-kvm': { type: 'boolean' } });
         if (positionals.length > 0) throw new UsageError(`doctor takes no arguments, got: ${positionals.join(' ')}`);
+        const { probeHost, formatProbe } = await import('../host/probe.ts');
         const p = await probeHost({ skipKvm: Boolean(values['no-kvm']) });
         process.stdout.write(values.json ? `${JSON.stringify(p, null, 2)}\n` : `${formatProbe(p)}\n`);
+        return 0;
+      }
+      case 'deps': {
+        parse(rest, {});
+        const { ensureTestDeps } = await import('./deps.ts');
+        await ensureTestDeps((l) => process.stderr.write(`${l}\n`));
         return 0;
       }
       case undefined:
