@@ -225,8 +225,10 @@ export async function runExperiment(req: RunRequest): Promise<RunOutcome> {
     }
   }
   await finish();
+  // Exit 0 only when the run completed and every cell is ok: CI can gate on it.
+  const allOk = rd !== undefined && rd.cells.every((c) => c.status === 'ok');
   return {
-    exitCode: caught ? (caught === 'SIGINT' ? 130 : 143) : rd?.manifest.status === 'completed' ? 0 : 1,
+    exitCode: caught ? (caught === 'SIGINT' ? 130 : 143) : rd?.manifest.status === 'completed' && allOk ? 0 : 1,
     runDir: rd?.dir,
     status: rd?.manifest.status,
   };
