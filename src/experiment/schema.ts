@@ -1,20 +1,37 @@
 // The experiment file format. Every object is strict: an unknown key is an error, so a typo
 // never silently falls back to a default.
 import { z } from 'zod';
+import { describeValue } from './errors.ts';
+import { DURATION_HINT, SIZE_HINT, durationProblem, parseDuration, parseSize, sizeProblem } from './units.ts';
 
-const sizeRe = /^\d+(\.\d+)?\s*(B|[KMGT]i?B?|[kmgt])?$/;
-/** "64KiB", "1G", "4k", 4096 → bytes. */
-export const Size = z.union([
-  z.number().int().nonnegative(),
-  z.string().regex(sizeRe, 'expected a size such as 4096, 4k, 64KiB, 1GiB'),
-]);
+/** "64KiB", "1G", "4k", 4096 → bytes via parseSize (binary units: k = KiB = 1024). Kept as written. */
+export const Size = z.union(
+  [
+    z.number().int().nonnegative(),
+    z.string().check((ctx) => {
+      const problem = sizeProblem(ctx.value);
+      if (problem) ctx.issues.push({ code: 'custom', message: problem, input: ctx.value });
+    }),
+  ],
+  { error: (iss) => `${SIZE_HINT}, got ${describeValue(iss.input)}` },
+);
+/** Size normalised to bytes: for tool schemas, so "4k" and 4096 are the same parameter (and cell hash). */
+export const SizeBytes = Size.transform((v) => parseSize(v));
 
-const durationRe = /^\d+(\.\d+)?\s*(ms|s|m|h)$/;
-/** "30s", "5m", 120 (seconds) → milliseconds via parseDuration. */
-export const Duration = z.union([
-  z.number().positive(),
-  z.string().regex(durationRe, 'expected a duration such as 500ms, 30s, 5m'),
-]);
+/** "30s", "5m", "1h30m", 120 (seconds) → milliseconds via parseDuration. Kept as written. */
+export const Duration = z.union(
+  [
+    z.number().positive(),
+    z.string().check((ctx) => {
+      const problem = durationProblem(ctx.value);
+      if (problem) ctx.issues.push({ code: 'custom', message: problem, input: ctx.value });
+      else if (parseDuration(ctx.value) <= 0) ctx.issues.push({ code: 'custom', message: 'a duration must be longer than 0', input: ctx.value });
+    }),
+  ],
+  { error: (iss) => `${DURATION_HINT}, got ${describeValue(iss.input)}` },
+);
+/** Duration normalised to milliseconds. */
+export const DurationMs = Duration.transform((v) => parseDuration(v));
 
 export const SysctlName = z.string().regex(/^[a-z0-9_]+(\.[a-z0-9_-]+)+$/, 'expected a sysctl name such as vm.max_map_count');
 
@@ -42,11 +59,20 @@ export const Host = z.strictObject({
 });
 
 /** A scalar axis value. Objects are not allowed: every cell must have a printable id. */
-export const AxisValue = z.union([z.string(), z.number(), z.boolean()]);
+export const AxisValue = z.union([z.string(), z.number(), z.boolean()], {
+  error: (iss) => `expected a scalar (string, number or true/false), got ${describeValue(iss.input)}`,
+});
 
 export const Matrix = z.strictObject({
   /** axis name → values; the cells are the cross product (modulo zip groups). */
-  axes: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_-]*$/, 'axis names are identifiers'), z.array(AxisValue).min(1)),
+  axes: z.record(
+    z.string().regex(/^[A-Za-z_][A-Za-z0-9_-]*$/, 'axis names are identifiers (letters, digits, _ and -, not starting with a digit)'),
+    z
+      .array(AxisValue, {
+        error: (iss) => (iss.code === 'invalid_type' ? `expected a list of values such as [4k, 64k], got ${describeValue(iss.input)}` : undefined),
+      })
+      .min(1, 'an axis needs at least one value'),
+  ),
   /** Each group lists axes of equal length that vary together instead of being crossed. */
   zip: z.array(z.array(z.string()).min(2)).default([]),
   /** A cell matching every key of any rule is dropped. */
@@ -55,7 +81,9 @@ export const Matrix = z.strictObject({
 
 export const Figure = z.strictObject({
   /** File name stem of the chart; unique within the experiment. */
-  id: z.string().regex(/^[a-z0-9][a-z0-9_-]*$/, 'figure ids are lower-case file-name stems'),
+  id: z.string().regex(/^[a-z0-9][a-z0-9_-]*$/, {
+    error: (iss) => `figure ids name chart files: expected a lower-case stem (a-z, 0-9, _ and -) such as "iops-4k", got ${describeValue(iss.input)}`,
+  }),
   title: z.string(),
   /** The sample metric plotted on y (e.g. iops, bw, lat_mean). */
   metric: z.string(),
@@ -75,7 +103,9 @@ export const Figure = z.strictObject({
 export const WorkloadSpec = z.looseObject({ tool: z.string() });
 
 export const Experiment = z.strictObject({
-  name: z.string().regex(/^[a-z0-9][a-z0-9_-]*$/, 'experiment names are lower-case file-name stems'),
+  name: z.string().regex(/^[a-z0-9][a-z0-9_-]*$/, {
+    error: (iss) => `expected a lower-case file-name stem (a-z, 0-9, _ and -) such as "fig5-iops", got ${describeValue(iss.input)}`,
+  }),
   description: z.string().default(''),
   host: Host.default({ pm: { kind: 'emulated' }, sysctls: {} }),
   /** Measured runs per cell. */
@@ -87,7 +117,7 @@ export const Experiment = z.strictObject({
   /** interleaved: repetition r of every cell before r+1 (spreads machine drift over backends). */
   order: z.enum(['interleaved', 'sequential']).default('interleaved'),
   /** name → workload; the `workload` axis picks one per cell (or the only one). */
-  workloads: z.record(z.string().regex(/^[A-Za-z0-9_-]+$/, 'workload names are identifiers'), WorkloadSpec),
+  workloads: z.record(z.string().regex(/^[A-Za-z0-9_-]+$/, 'workload names may use letters, digits, _ and - (they become part of cell ids)'), WorkloadSpec),
   matrix: Matrix.default({ axes: {}, zip: [], exclude: [] }),
   figures: z.array(Figure).default([]),
 });

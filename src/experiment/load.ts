@@ -1,0 +1,102 @@
+// Read an experiment file: YAML (positions kept) → schema → cross-checks → cells. Every problem
+// found is reported at once, each as `file:line:col: key.path: message`.
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { LineCounter, parseDocument, type Document } from 'yaml';
+import type { Cell } from './cell.ts';
+import { checkExperiment } from './check.ts';
+import { ExperimentError, formatPath, type PathProblem, type Problem } from './errors.ts';
+import { duplicateKeys, locate, pathAtOffset } from './locate.ts';
+import type { WorkloadLookup } from './matrix.ts';
+import { Experiment, type ExperimentConfig } from './schema.ts';
+import { convertIssues, friendlyError } from './zod-issues.ts';
+import { getWorkload, workloadTools } from '../workloads/registry.ts';
+
+export interface LoadedExperiment {
+  /** Absolute path. */
+  file: string;
+  /** The file's text as read (kept with the results). */
+  text: string;
+  /** sha256 (hex) of the text. */
+  sha256: string;
+  config: ExperimentConfig;
+  cells: Cell[];
+}
+
+export interface LoadOptions {
+  /** Where `tool:` names are resolved (default: the workload registry). Tests pass a small fake registry. */
+  lookup?: WorkloadLookup;
+  /** Tool names offered as suggestions (default: the registry's when lookup is not given). */
+  tools?: readonly string[];
+}
+
+/** Load and validate an experiment; throws ExperimentError listing every problem. */
+export async function loadExperiment(file: string, opts: LoadOptions = {}): Promise<LoadedExperiment> {
+  const abs = path.resolve(file);
+  let text: string;
+  try {
+    text = await readFile(abs, 'utf8');
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    const why = err.code === 'ENOENT' ? 'no such file' : err.code === 'EISDIR' ? 'is a directory, not an experiment file' : err.message;
+    throw new ExperimentError([{ file, line: 0, col: 0, path: '', message: `cannot read the experiment: ${why}` }]);
+  }
+  const lookup = opts.lookup ?? getWorkload;
+  const tools = opts.tools ?? (opts.lookup ? [] : workloadTools());
+  const { config, cells } = parseExperiment(text, file, { lookup, tools });
+  return { file: abs, text, sha256: createHash('sha256').update(text).digest('hex'), config, cells };
+}
+
+/** The synchronous core of loadExperiment: `file` is only used in messages. */
+export function parseExperiment(
+  text: string,
+  file: string,
+  opts: { lookup: WorkloadLookup; tools: readonly string[] },
+): { config: ExperimentConfig; cells: Cell[] } {
+  const lc = new LineCounter();
+  // uniqueKeys off: duplicateKeys() reports both places of a repeated key, yaml would say one.
+  const doc = parseDocument(text, { lineCounter: lc, uniqueKeys: false, prettyErrors: false });
+  const at = (problems: readonly PathProblem[]): Problem[] => problems.map((p) => place(doc, lc, file, p));
+
+  const syntax: Problem[] = [];
+  for (const e of [...doc.errors, ...doc.warnings]) {
+    const pos = lc.linePos(e.pos[0]);
+    syntax.push({ file, ...pos, path: formatPath(pathAtOffset(doc, e.pos[0])), message: `YAML syntax: ${yamlMessage(e.code, e.message)}` });
+  }
+  for (const d of duplicateKeys(doc, lc)) {
+    syntax.push({ file, ...d.again, path: formatPath(d.path), message: `duplicate key ${JSON.stringify(d.key)} (first at line ${d.first.line}:${d.first.col})` });
+  }
+  if (syntax.length > 0) throw new ExperimentError(syntax);
+
+  let data: unknown;
+  try {
+    data = doc.toJS({ maxAliasCount: 1000 });
+  } catch (e) {
+    throw new ExperimentError([{ file, line: 1, col: 1, path: '', message: `YAML: ${(e as Error).message}` }]);
+  }
+  if (data === null || data === undefined) {
+    throw new ExperimentError([{ file, line: 1, col: 1, path: '', message: 'the file is empty; an experiment needs at least `name:` and `workloads:`' }]);
+  }
+
+  const parsed = Experiment.safeParse(data, { error: friendlyError });
+  if (!parsed.success) throw new ExperimentError(at(convertIssues(parsed.error.issues, { schema: Experiment, data })));
+
+  const { cells, problems } = checkExperiment(parsed.data, opts);
+  if (problems.length > 0) throw new ExperimentError(at(problems));
+  return { config: parsed.data, cells };
+}
+
+function place(doc: Document, lc: LineCounter, file: string, p: PathProblem): Problem {
+  const pos = locate(doc, lc, p.path, p.at);
+  return { file, line: pos.line, col: pos.col, path: formatPath(p.path), message: p.message };
+}
+
+/** yaml's message, without a position suffix, plus what usually fixes it. */
+function yamlMessage(code: string, msg: string): string {
+  const m = msg.replace(/ at line \d+, column \d+.*$/s, '').trim();
+  if (code === 'TAB_AS_INDENT') return `${m}; indent with spaces`;
+  if (m.startsWith('Implicit map keys need to be followed by map values')) return `${m}; is the ": " after a key missing?`;
+  if (m.startsWith('All mapping items must start at the same column')) return `${m}; align this key with the keys above it`;
+  return m;
+}
