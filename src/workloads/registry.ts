@@ -1,8 +1,11 @@
 // tool name → workload implementation. A new workload is added to this list.
+import { fioWorkload } from './fio.ts';
+import { qemuImgBenchWorkload } from './qemu-img-bench.ts';
 import type { AnyWorkload } from './types.ts';
 
 const workloads: readonly AnyWorkload[] = [
-  // fio (host dax/blk paths) and qemu-img bench are added by their modules' authors here.
+  fioWorkload,
+  qemuImgBenchWorkload,
 ];
 
 export function workloadTools(): string[] {
