@@ -152,7 +152,13 @@ function cacheHint(params: QemuImgBenchParamsT, text: string): string {
 }
 
 /** Run qemu-img; throw with the command, exit status, stderr tail and a hint on failure. */
-async function qemuImg(bin: string, args: string[], params: QemuImgBenchParamsT, signal: AbortSignal, files?: { stdoutFile: string; stderrFile: string }): Promise<string> {
+async function qemuImg(
+  bin: string,
+  args: string[],
+  params: QemuImgBenchParamsT,
+  signal: AbortSignal,
+  files?: { stdoutFile: string; stderrFile: string },
+): Promise<{ text: string; command: string }> {
   const r = await run(bin, args, { signal, ...(files ?? {}) });
   let why = failure(r);
   if (why) {
@@ -162,7 +168,7 @@ async function qemuImg(bin: string, args: string[], params: QemuImgBenchParamsT,
     }
     throw new Error(why + cacheHint(params, why));
   }
-  return files ? readFile(files.stdoutFile, 'utf8') : r.stdout;
+  return { text: files ? await readFile(files.stdoutFile, 'utf8') : r.stdout, command: r.command };
 }
 
 async function createImage(bin: string, ctx: WorkloadContext, params: QemuImgBenchParamsT): Promise<void> {
@@ -177,8 +183,8 @@ async function calibrate(bin: string, ctx: WorkloadContext, params: QemuImgBench
   const calibration: BenchState['calibration'] = [];
   let count = 256;
   for (let i = 0; i < 8; i++) {
-    const out = await qemuImg(bin, qemuImgBenchArgs(params, image, count), params, ctx.signal);
-    const r = parseQemuImgBench(out, `qemu-img bench calibration run ${i + 1}`);
+    const { text } = await qemuImg(bin, qemuImgBenchArgs(params, image, count), params, ctx.signal);
+    const r = parseQemuImgBench(text, `qemu-img bench calibration run ${i + 1}`);
     calibration.push({ count, seconds: r.seconds });
     if (r.seconds >= 0.1 || count >= INT_MAX) break;
     count = Math.min(INT_MAX, Math.ceil(count * (r.seconds > 0 ? Math.min(50, 0.15 / r.seconds) : 50)));
@@ -222,19 +228,19 @@ export const qemuImgBenchWorkload: Workload<QemuImgBenchParamsT> = {
     const stdoutFile = path.join(ctx.outDir, 'qemu-img-bench.txt');
     const stderrFile = path.join(ctx.outDir, 'qemu-img-bench.stderr');
     const args = qemuImgBenchArgs(params, image, state.count);
-    const text = await qemuImg(bin, args, params, ctx.signal, { stdoutFile, stderrFile });
+    const { text, command } = await qemuImg(bin, args, params, ctx.signal, { stdoutFile, stderrFile });
     const result: QemuImgBenchResult = parseQemuImgBench(text, stdoutFile);
     const samples = qemuImgBenchSamples(result, stdoutFile);
     if (result.seconds < 0.1) ctx.log(`qemu-img bench: run took ${result.seconds} s; the 1 ms clock makes that imprecise (raise count or use runtime)`);
     const infoFile = path.join(ctx.outDir, 'qemu-img-info.json');
-    const infoText = await qemuImg(bin, ['info', '--output=json', '-f', params.format, image], params, ctx.signal);
+    const { text: infoText } = await qemuImg(bin, ['info', '--output=json', '-f', params.format, image], params, ctx.signal);
     await writeFile(infoFile, infoText);
     const info: QemuImgInfo = parseQemuImgInfo(infoText, infoFile);
     return {
       samples,
       rawFiles: ['qemu-img-bench.txt', 'qemu-img-bench.stderr', 'qemu-img-info.json'],
       details: {
-        command: ['qemu-img', ...args].join(' '),
+        command,
         requests: result.requests,
         op: result.op,
         depth: result.depth,
