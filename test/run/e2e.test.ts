@@ -80,14 +80,14 @@ figures:
     expect(manifest.endedAt).not.toBeNull();
 
     const cells = JSON.parse(await readFile(path.join(dir, 'cells.json'), 'utf8')) as CellRecord[];
-    expect(cells.map((c) => c.id).sort()).toEqual(['dax.bs=4096', 'dax.bs=65536', 'qimg.bs=4096', 'qimg.bs=65536'].sort());
+    expect(cells.map((c) => c.id).sort()).toEqual(['dax.bs=4k', 'dax.bs=64k', 'qimg.bs=4k', 'qimg.bs=64k'].sort());
     for (const c of cells) {
       expect(c.status).toBe('ok');
       expect(c.repetitions.map((r) => r.repetition)).toEqual([0, 1]);
       for (const r of c.repetitions) for (const f of r.rawFiles) expect(existsSync(path.join(dir, f)), f).toBe(true);
     }
     // Warmup output is kept apart from measured repetitions.
-    expect(await readdir(path.join(dir, 'cells', 'dax.bs=4096'))).toEqual(expect.arrayContaining(['rep-0', 'rep-1', 'warmup-0']));
+    expect(await readdir(path.join(dir, 'cells', 'dax.bs=4k'))).toEqual(expect.arrayContaining(['rep-0', 'rep-1', 'warmup-0']));
 
     const csv = parse(await readFile(path.join(dir, 'samples.csv'), 'utf8'), { columns: true }) as Record<string, string>[];
     const iops = csv.filter((r) => r.metric === 'iops');
@@ -95,7 +95,7 @@ figures:
     for (const r of iops) {
       expect(Number(r.value)).toBeGreaterThan(0);
       expect(r.unit).toBe('IOPS');
-      expect(['4096', '65536']).toContain(r.bs);
+      expect(['4k', '64k']).toContain(r.bs);
       expect(['dax', 'qimg']).toContain(r.workload);
     }
     const html = await readFile(path.join(dir, 'report', 'index.html'), 'utf8');
@@ -146,7 +146,7 @@ matrix:
     const out = await runExperiment({ file, dryRun: true, print: (t) => (printed += t) });
     expect(out.exitCode).toBe(0);
     expect(out.runDir).toBeUndefined();
-    for (const id of ['w.bs=4096.rw=randread', 'w.bs=4096.rw=randwrite', 'w.bs=8192.rw=randread', 'w.bs=8192.rw=randwrite']) expect(printed).toContain(id);
+    for (const id of ['w.bs=4k.rw=randread', 'w.bs=4k.rw=randwrite', 'w.bs=8k.rw=randread', 'w.bs=8k.rw=randwrite']) expect(printed).toContain(id);
     expect(printed).toContain('4 cells');
   });
 });
