@@ -56,7 +56,8 @@ export function parseExperiment(
 ): { config: ExperimentConfig; cells: Cell[] } {
   const lc = new LineCounter();
   // uniqueKeys off: duplicateKeys() reports both places of a repeated key, yaml would say one.
-  const doc = parseDocument(text, { lineCounter: lc, uniqueKeys: false, prettyErrors: false });
+  // merge: `<<: *common` lets workloads share parameters, a common YAML idiom.
+  const doc = parseDocument(text, { lineCounter: lc, uniqueKeys: false, prettyErrors: false, merge: true });
   const at = (problems: readonly PathProblem[]): Problem[] => problems.map((p) => place(doc, lc, file, p));
 
   const syntax: Problem[] = [];

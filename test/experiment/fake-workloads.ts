@@ -56,7 +56,10 @@ export const fakeVerbatim: AnyWorkload = {
   tool: 'verbatim',
   description: 'keeps sizes as written',
   requires: [],
-  params: z.strictObject({ bs: Size.default('4k'), label: z.string().default('') }),
+  // A rule across two parameters, as real tools have (e.g. "bs larger than the image").
+  params: z
+    .strictObject({ bs: Size.default('4k'), label: z.string().default('') })
+    .refine((p) => !(p.label === 'big' && p.bs === '4k'), 'label "big" needs a bs other than 4k'),
   metrics: [metric('value', 'count', 'higher')],
   prepare: notRun,
   run: notRun,
