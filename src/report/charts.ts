@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { Resvg } from '@resvg/resvg-js';
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
+import { sameValue } from '../experiment/matrix.ts';
 import type { AxisScalar, FigureConfig } from '../experiment/schema.ts';
 import type { SampleRow } from '../results/types.ts';
 import type { MetricInfo } from '../workloads/types.ts';
@@ -36,6 +37,8 @@ export interface FigureData {
   nMin: number;
   nMax: number;
   unit: string;
+  /** Each drawn axis's values in the experiment's order (sorts x, legend and facets). */
+  order: Record<string, PlotValue[]>;
   /** Caveats to show with the chart (pooled cells, clipped intervals, dropped points). */
   notes: string[];
 }
@@ -62,18 +65,42 @@ function figureAxes(fig: FigureConfig): string[] {
   return [...new Set([fig.x, fig.color, fig.facet].filter((a): a is string => a !== undefined))];
 }
 
-/** Rows of the figure's metric whose axes match every `where` entry. */
+/**
+ * A cell's value on a figure dimension: its axis of that name, or for `workload` its workload
+ * (charted even when the experiment has one workload and so no workload axis). Undefined when
+ * the axis does not apply to the cell's workload (the planner leaves such axes out of the cell).
+ */
+export function dimValue(axes: Record<string, AxisScalar>, workload: string, name: string): AxisScalar | undefined {
+  if (Object.hasOwn(axes, name)) return axes[name];
+  return name === 'workload' ? workload : undefined;
+}
+
+/** Whether a cell (its axes and workload) matches every `where` entry; 4096 and "4096" are one value, as in the planner. */
+export function matchesWhere(axes: Record<string, AxisScalar>, workload: string, where: Record<string, AxisScalar>): boolean {
+  return Object.entries(where).every(([k, v]) => {
+    const have = dimValue(axes, workload, k);
+    return have !== undefined && sameValue(have, v);
+  });
+}
+
+/** Whether a cell has a value on every axis the figure draws (x, colour, facet). */
+export function hasFigureAxes(fig: FigureConfig, axes: Record<string, AxisScalar>, workload: string): boolean {
+  return figureAxes(fig).every((a) => dimValue(axes, workload, a) !== undefined);
+}
+
+/** Rows of the figure's metric whose cells match every `where` entry. */
 export function figureRows(fig: FigureConfig, rows: readonly SampleRow[]): SampleRow[] {
-  const where = Object.entries(fig.where);
-  return rows.filter(
-    (r) => r.metric === fig.metric && where.every(([k, v]) => Object.hasOwn(r.axes, k) && r.axes[k] === v),
-  );
+  return rows.filter((r) => r.metric === fig.metric && matchesWhere(r.axes, r.workload, fig.where));
 }
 
 /** Values of `axis` sorted as the experiment lists them; values it does not list follow in order seen. */
 function orderedValues(axis: string, seen: readonly AxisScalar[], axisOrder: AxisOrder | undefined): PlotValue[] {
-  const listed = axisOrder?.[axis] ?? [];
-  const out: AxisScalar[] = listed.filter((v) => seen.includes(v));
+  // The values as the samples have them, in the order the experiment lists their equals.
+  const out: AxisScalar[] = [];
+  for (const v of axisOrder?.[axis] ?? []) {
+    const u = seen.find((x) => sameValue(x, v));
+    if (u !== undefined && !out.includes(u)) out.push(u);
+  }
   for (const v of seen) if (!out.includes(v)) out.push(v);
   return out.map(plotValue);
 }
@@ -91,6 +118,7 @@ export function figureData(fig: FigureConfig, rows: readonly SampleRow[], axisOr
   }
   const known = new Set<string>(Object.keys(axisOrder ?? {}));
   for (const r of rows) for (const k of Object.keys(r.axes)) known.add(k);
+  if (known.size > 0) known.add('workload');
   for (const [role, a] of [['x', fig.x], ['color', fig.color], ['facet', fig.facet]] as const) {
     if (a !== undefined && known.size > 0 && !known.has(a)) {
       throw new FigureError(fig.id, `${role} "${a}" is not a matrix axis (axes: ${[...known].join(', ') || 'none'})`);
@@ -101,22 +129,29 @@ export function figureData(fig: FigureConfig, rows: readonly SampleRow[], axisOr
       throw new FigureError(fig.id, `where key "${k}" is not a matrix axis (axes: ${[...known].join(', ')})`);
     }
   }
-  const selected = figureRows(fig, rows);
-  if (selected.length === 0) {
+  const matching = figureRows(fig, rows);
+  if (matching.length === 0) {
     const whereText = Object.keys(fig.where).length ? ` matching where ${JSON.stringify(fig.where)}` : '';
     throw new FigureError(fig.id, `no samples of metric "${fig.metric}"${whereText}`, 'no-samples');
   }
-  for (const r of selected) {
-    for (const a of axes) {
-      if (!Object.hasOwn(r.axes, a)) throw new FigureError(fig.id, `cell ${r.cell} has no value for axis "${a}"`);
-    }
+  // Cells of a workload an axis does not apply to have no value on it: they cannot be placed.
+  const notes: string[] = [];
+  const selected = matching.filter((r) => hasFigureAxes(fig, r.axes, r.workload));
+  const axisless = [...new Set(matching.filter((r) => !selected.includes(r)).map((r) => r.cell))];
+  if (selected.length === 0) {
+    throw new FigureError(fig.id, `no samples of metric "${fig.metric}" from cells with a value on every axis the figure draws (${axes.join(', ')})`, 'no-samples');
+  }
+  if (axisless.length) {
+    const missingAxes = axes.filter((a) => matching.some((r) => !selected.includes(r) && dimValue(r.axes, r.workload, a) === undefined));
+    notes.push(
+      `left out ${axisless.length} cell(s) without a value for ${missingAxes.join(', ')} (the axis does not apply to their workload): ${axisless.slice(0, 4).join(', ')}${axisless.length > 4 ? ', ...' : ''}`,
+    );
   }
   const units = [...new Set(selected.map((r) => r.unit))];
   if (units.length > 1) {
     throw new FigureError(fig.id, `metric "${fig.metric}" comes in several units (${units.join(', ')}); one chart cannot mix them`);
   }
 
-  const notes: string[] = [];
   const pooled = new Set<string>();
   const cells: string[] = [];
   const points: FigurePoint[] = [];
@@ -127,7 +162,9 @@ export function figureData(fig: FigureConfig, rows: readonly SampleRow[], axisOr
     if (groupCells.length > 1) {
       const first = g.rows[0] as SampleRow;
       for (const r of g.rows) {
-        for (const [k, v] of Object.entries(r.axes)) if (!axes.includes(k) && first.axes[k] !== v) pooled.add(k);
+        for (const k of new Set([...Object.keys(r.axes), ...Object.keys(first.axes)])) {
+          if (!axes.includes(k) && first.axes[k] !== r.axes[k]) pooled.add(k);
+        }
       }
     }
     const p: FigurePoint = {};
@@ -179,7 +216,7 @@ export function figureData(fig: FigureConfig, rows: readonly SampleRow[], axisOr
 
   // Sort points by the experiment's order so tables and tooltips follow it too.
   const orders = Object.fromEntries(
-    axes.map((a) => [a, orderedValues(a, selected.map((r) => r.axes[a] as AxisScalar), axisOrder)]),
+    axes.map((a) => [a, orderedValues(a, selected.map((r) => dimValue(r.axes, r.workload, a) as AxisScalar), axisOrder)]),
   );
   const rank = (p: FigurePoint): number[] => [fig.facet, fig.x, fig.color].filter((a): a is string => a !== undefined).map((a) => (orders[a] as PlotValue[]).indexOf(p[a] as PlotValue));
   plotted.sort((a, b) => {
@@ -190,7 +227,7 @@ export function figureData(fig: FigureConfig, rows: readonly SampleRow[], axisOr
   });
   const ns = plotted.map((p) => p.n as number);
   if (Math.min(...ns) === 1) notes.push('points with n=1 have no confidence interval (no error bar)');
-  return { points: plotted, cells, pooledAxes: [...pooled], nMin: Math.min(...ns), nMax: Math.max(...ns), unit: units[0] as string, notes };
+  return { points: plotted, cells, pooledAxes: [...pooled], nMin: Math.min(...ns), nMax: Math.max(...ns), unit: units[0] as string, order: orders, notes };
 }
 
 function axisTitle(fig: FigureConfig, metric: MetricInfo | undefined, unit: string): string {
@@ -208,12 +245,8 @@ export function figureSpec(
 ): TopLevelSpec {
   const data = figureData(fig, rows, axisOrder);
   const axes = figureAxes(fig);
-  const order = (a: string): PlotValue[] => {
-    const seen: PlotValue[] = [];
-    for (const p of data.points) if (!seen.includes(p[a] as PlotValue)) seen.push(p[a] as PlotValue);
-    const listed = (axisOrder?.[a] ?? []).map(plotValue).filter((v) => seen.includes(v));
-    return [...listed, ...seen.filter((v) => !listed.includes(v))];
-  };
+  // Values of dropped points (log scale) stay out of the scales.
+  const order = (a: string): PlotValue[] => (data.order[a] ?? []).filter((v) => data.points.some((p) => p[a] === v));
   const yTitle = axisTitle(fig, metric, data.unit);
   const nText = data.nMin === data.nMax ? `n = ${data.nMin}` : `n = ${data.nMin}–${data.nMax}`;
   const better = metric ? ` · ${metric.better} is better` : '';

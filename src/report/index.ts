@@ -3,11 +3,11 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { AxisScalar, FigureConfig } from '../experiment/schema.ts';
+import type { FigureConfig } from '../experiment/schema.ts';
 import type { CellRecord } from '../results/types.ts';
 import { getWorkload } from '../workloads/registry.ts';
 import type { MetricInfo } from '../workloads/types.ts';
-import { figureData, figureSpec, FigureError, specToSvg, svgToPng, type AxisOrder } from './charts.ts';
+import { figureData, figureSpec, FigureError, hasFigureAxes, matchesWhere, specToSvg, svgToPng, type AxisOrder } from './charts.ts';
 import { renderIndexHtml, type FigureView } from './html.ts';
 import { readRun } from './read.ts';
 
@@ -35,10 +35,6 @@ export interface ReportResult {
 
 function defaultMetricInfo(tool: string, metric: string): MetricInfo | undefined {
   return getWorkload(tool)?.metrics.find((m) => m.name === metric);
-}
-
-function matchesWhere(cell: CellRecord, where: Record<string, AxisScalar>): boolean {
-  return Object.entries(where).every(([k, v]) => Object.hasOwn(cell.axes, k) && cell.axes[k] === v);
 }
 
 /** "cells a, b failed (reason)" — cells grouped by status and reason, at most `limit` ids named. */
@@ -85,14 +81,16 @@ async function writeFigure(
   outDir: string,
 ): Promise<{ view: FigureView; written?: ReportResult['figures'][number] }> {
   const view: FigureView = { id: fig.id, title: fig.title, metric: fig.metric, files: {}, notes: [] };
-  const whereCells = run.cells.filter((c) => matchesWhere(c, fig.where));
+  // The cells this figure would plot: matching `where` and having every axis it draws.
+  const whereOnly = run.cells.filter((c) => matchesWhere(c.axes, c.workload, fig.where));
+  const whereCells = whereOnly.filter((c) => hasFigureAxes(fig, c.axes, c.workload));
   const failed = whereCells.filter((c) => c.status !== 'ok');
   let data;
   try {
     data = figureData(fig, run.samples, axisOrder);
   } catch (e) {
     if (!(e instanceof FigureError)) throw e;
-    if (whereCells.length === 0) {
+    if (whereOnly.length === 0) {
       view.problem = `no data: no cell matches where ${JSON.stringify(fig.where)}`;
     } else if (failed.length > 0 && e.kind === 'no-samples') {
       view.problem = `no data: ${describeFailedCells(failed)}`;

@@ -133,7 +133,7 @@ describe('figureData / figureSpec', () => {
   });
 
   it('fails clearly on unknown axes, no matches and mixed units', () => {
-    expect(() => figureData(fig({ x: 'nope' }), synthetic(), order)).toThrow(/figure f: x "nope" is not a matrix axis \(axes: backend, bs, rw\)/);
+    expect(() => figureData(fig({ x: 'nope' }), synthetic(), order)).toThrow(/figure f: x "nope" is not a matrix axis \(axes: backend, bs, rw, workload\)/);
     expect(() => figureData(fig({ color: 'bogus' }), synthetic(), order)).toThrow(/color "bogus" is not a matrix axis/);
     expect(() => figureData(fig({ where: { mode: 1 } }), synthetic(), order)).toThrow(/where key "mode" is not a matrix axis/);
     const e = (() => {
@@ -151,6 +151,31 @@ describe('figureData / figureSpec', () => {
     expect(() => figureData(fig({}), mixed)).toThrow(/several units \(IOPS, kIOPS\)/);
     const clash = [row({ mean: 'x' }, 'iops', 1, 0)];
     expect(() => figureData(fig({ x: 'mean' }), clash)).toThrow(/axis "mean" has the name of a statistics field/);
+  });
+
+  it('leaves out cells of workloads an axis does not apply to, with a note', () => {
+    // As the planner makes them: fio cells have rw, qemu-img cells have format instead.
+    const rows: SampleRow[] = [];
+    for (const rep of [0, 1]) {
+      for (const rw of ['randread', 'randwrite']) rows.push({ ...row({ workload: 'fio-dax', rw, bs: '4k' }, 'iops', 100 + rep, rep), workload: 'fio-dax' });
+      for (const format of ['raw', 'qcow2']) rows.push({ ...row({ workload: 'qemu-img', format, bs: '4k' }, 'iops', 50 + rep, rep), workload: 'qemu-img', tool: 'qemu-img-bench' });
+    }
+    const d = figureData(fig({ x: 'workload', color: 'rw', where: { bs: '4k' } }), rows, { workload: ['fio-dax', 'qemu-img'], rw: ['randread', 'randwrite'] });
+    expect(d.points.map((p) => `${p.workload}/${p.rw}`)).toEqual(['fio-dax/randread', 'fio-dax/randwrite']);
+    expect(d.notes.join()).toMatch(/left out 2 cell\(s\) without a value for rw \(the axis does not apply to their workload\): fio.workload=qemu-img/);
+    expect(d.pooledAxes).toEqual([]);
+    // Only such cells: nothing to draw, said as "no samples" (they may have failed).
+    const onlyQemu = rows.filter((r) => r.workload === 'qemu-img');
+    expect(() => figureData(fig({ x: 'workload', color: 'rw' }), onlyQemu, { rw: ['randread'] })).toThrow(/no samples of metric "iops" from cells with a value on every axis the figure draws \(workload, rw\)/);
+  });
+
+  it('charts the workload when it is not an axis, and matches where values as the planner does (4096 = "4096")', () => {
+    const rows = [0, 1].flatMap((rep) => [4096, 65536].map((bs) => row({ bs }, 'iops', bs / 1000 + rep, rep)));
+    const d = figureData(fig({ x: 'workload', where: { bs: '4096' } }), rows);
+    expect(d.points).toHaveLength(1);
+    expect(d.points[0]).toMatchObject({ workload: 'fio', n: 2, mean: 4.596 });
+    const sorted = figureData(fig({ x: 'bs' }), rows, { bs: ['65536', '4096'] });
+    expect(sorted.points.map((p) => p.bs)).toEqual([65536, 4096]);
   });
 
   it('shows booleans as text and keeps their order', () => {
