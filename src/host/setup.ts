@@ -4,7 +4,7 @@
 // only what setup did.
 import { type Stats, constants } from 'node:fs';
 import { access, lstat, mkdir, readFile, readdir, realpath, rm, rmdir, stat, statfs, writeFile } from 'node:fs/promises';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import type { ExperimentConfig } from '../experiment/schema.ts';
 import type { SetupStep } from '../results/types.ts';
 import { failure, run } from '../util/proc.ts';
@@ -200,8 +200,10 @@ export async function setupHost(config: HostConfig, experimentName: string, opts
         const r = await run('mount', ['-o', 'dax', device, mount], { signal: opts.signal, timeoutMs: 120_000 });
         const why = failure(r);
         if (why) {
+          const kmsg = await kernelSays(device);
           fail(
             `host.pm.device: mount -o dax ${device} ${mount} failed: ${why}` +
+              (kmsg ? `\nkernel: ${kmsg}` : '') +
               (mkfs ? '' : '\nif the device has no file system yet, set host.pm.mkfs: ext4 (destroys its contents)') +
               '\n"DAX unsupported by block device" means the namespace is not in fsdax mode: ndctl create-namespace -f -e <namespace> --mode=fsdax',
           );
@@ -228,6 +230,15 @@ export async function setupHost(config: HostConfig, experimentName: string, opts
     steps.push(...undone);
     throw new HostSetupError((e as Error).message, steps);
   }
+}
+
+/** The kernel's last log line about a device (why a mount failed), or null. */
+async function kernelSays(device: string): Promise<string | null> {
+  const r = await run('dmesg', [], { timeoutMs: 5000 }).catch(() => null);
+  if (!r || r.exitCode !== 0) return null;
+  const name = basename(device);
+  const hits = r.stdout.split('\n').filter((l) => l.includes(`(${name})`) || l.includes(`${name}:`));
+  return hits.length ? hits[hits.length - 1]!.replace(/^\[[\s\d.]+\]\s*/, '').trim() : null;
 }
 
 /**
