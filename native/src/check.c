@@ -1,0 +1,242 @@
+/* pcow_check (consistency check and leak repair) and pcow_map (extent map). */
+#define _GNU_SOURCE
+#include "pcow_internal.h"
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void say(struct ckctx *ck, const char *sev, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void say(struct ckctx *ck, const char *sev, const char *fmt, ...)
+{
+    if (!ck->msg)
+        return;
+    char b[1200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(b, sizeof b, fmt, ap);
+    va_end(ap);
+    ck->msg(ck->ctx, sev, b);
+}
+
+static bool is_zero(const uint8_t *p, uint64_t n)
+{
+    for (uint64_t i = 0; i < n; i++)
+        if (p[i])
+            return false;
+    return true;
+}
+
+/* Size file f must have for the logical image to end at e. */
+static uint64_t file_size_for_end(const pcow_image *img, uint64_t e, uint32_t f)
+{
+    if (img->nfiles == 1)
+        return e;
+    uint64_t units = e >> img->h.ubits, rounds = units / img->nfiles, rem = units % img->nfiles;
+    uint64_t part = e & (img->unit - 1);
+    return (rounds << img->h.ubits) + (f < rem ? img->unit : f == rem ? part : 0);
+}
+
+int pcow_check(const char *path, unsigned flags, unsigned repair, struct pcow_check_result *res, pcow_check_msg_fn msg,
+               void *ctx, char *err, size_t errlen)
+{
+    memset(res, 0, sizeof *res);
+    struct ckctx ck = {.msg = msg, .ctx = ctx, .res = res};
+    unsigned of = flags & (PCOW_OPEN_NO_BASE | PCOW_OPEN_UNSAFE_BASE | PCOW_OPEN_NO_LOCK);
+    if (repair)
+        of = (of & ~PCOW_OPEN_NO_LOCK) | PCOW_OPEN_RDWR;
+    pcow_image *img = NULL;
+    int r = pcow__open_chain(path, of, 0, NULL, NULL, &ck, &img, err, errlen);
+    if (!img)
+        return r;
+    if (r < 0) {
+        pcow__free(img);
+        if (res->corruptions)
+            return 0; /* the check found the image unusable and said why */
+        return r;
+    }
+    res->header_ok = img->slot_valid[0] && img->slot_valid[1];
+    res->total_clusters = img->nclusters;
+    if (img->nlayers)
+        res->allocated_clusters = img->layers[img->active].owned;
+    if (img->h.flags & HDR_FLAG_DIRTY)
+        say(&ck, "info", "%s: image was not closed cleanly (dirty); leaked clusters are possible", path);
+    uint64_t last_ref = 0, unref = 0;
+    uint8_t *buf = malloc(img->csize);
+    if (!buf) {
+        pcow__free(img);
+        pcow__copyerr(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    if (ck.dir_ok) {
+        for (uint64_t c = 0; c < img->refmap_n; c++) {
+            if (img->refmap[c / 8] & (1u << (c % 8))) {
+                last_ref = c;
+                continue;
+            }
+            unref++;
+            if (pcow__pread(img, buf, img->csize, c * img->csize) < 0) {
+                res->check_errors++;
+                say(&ck, "error", "%s", img->err);
+                continue;
+            }
+            if (!is_zero(buf, img->csize)) {
+                res->leaks++;
+                say(&ck, "leak", "%s: leaked cluster at offset 0x%llx (not referenced, holds data)", path,
+                    (unsigned long long)(c * img->csize));
+            }
+        }
+    }
+    res->image_end_offset = img->end;
+    if ((repair & PCOW_REPAIR_LEAKS) && ck.dir_ok && unref) {
+        if (res->corruptions) {
+            say(&ck, "info", "%s: not repairing leaks while the image has corruptions (their clusters may be data)", path);
+        } else {
+            for (uint64_t c = 1; c < last_ref; c++)
+                if (!(img->refmap[c / 8] & (1u << (c % 8))))
+                    pcow__free_clusters(img, c * img->csize, 1);
+            uint64_t ne = (last_ref + 1) * img->csize;
+            for (uint32_t f = 0; f < img->nfiles; f++) {
+                uint64_t fs = file_size_for_end(img, ne, f);
+                if (fs < img->fsize[f] && ftruncate(img->fd[f], (off_t)fs) < 0) {
+                    res->check_errors++;
+                    say(&ck, "error", "%s: cannot truncate %s: %s", path, img->fpath[f], strerror(errno));
+                } else if (fs < img->fsize[f]) {
+                    img->fsize[f] = fs;
+                }
+            }
+            img->end = ne;
+            res->image_end_offset = ne;
+            res->leaks_fixed = res->leaks;
+            res->leaks = 0;
+            pcow__persist_all(img);
+        }
+    }
+    uint64_t hdr_bad = !img->slot_valid[0] + !img->slot_valid[1];
+    bool rewrite = false;
+    if ((repair & PCOW_REPAIR_ALL) == PCOW_REPAIR_ALL && hdr_bad && res->corruptions == hdr_bad) {
+        rewrite = true;
+        res->corruptions_fixed = hdr_bad;
+        res->corruptions = 0;
+    }
+    if (repair && !res->corruptions && (rewrite || (img->h.flags & HDR_FLAG_DIRTY))) {
+        struct hdr nh = img->h;
+        nh.flags &= ~HDR_FLAG_DIRTY;
+        if (pcow__write_header(img, &nh) < 0) {
+            res->check_errors++;
+            say(&ck, "error", "%s", img->err);
+        }
+    }
+    free(buf);
+    pcow__free(img);
+    return 0;
+}
+
+/* ---- map ---- */
+
+struct mapst {
+    pcow_map_fn fn;
+    void *ctx;
+    struct pcow_map_extent cur;
+    bool have;
+};
+
+static int emit(struct mapst *m, uint64_t start, uint64_t len, int depth, bool data, uint64_t off, const char *file)
+{
+    struct pcow_map_extent *c = &m->cur;
+    if (m->have && c->start + c->length == start && c->depth == depth && c->data == data && c->file == file &&
+        (!data || c->offset + c->length == off)) {
+        c->length += len;
+        return 0;
+    }
+    if (m->have) {
+        int r = m->fn(m->ctx, c);
+        if (r)
+            return r;
+    }
+    *c = (struct pcow_map_extent){.start = start, .length = len, .depth = depth, .data = data, .zero = !data,
+                                  .offset = data ? off : 0, .file = file};
+    m->have = true;
+    return 0;
+}
+
+static int map_range(pcow_image *img, uint64_t off, uint64_t len, int depth0, uint64_t out, struct mapst *m);
+
+static int map_base(pcow_image *img, uint64_t off, uint64_t len, int depth, uint64_t out, struct mapst *m)
+{
+    if (!img->h.base_fmt)
+        return emit(m, out, len, depth, false, 0, NULL);
+    uint64_t n = off < img->base_size ? img->base_size - off : 0;
+    if (n > len)
+        n = len;
+    int r = 0;
+    if (n && img->base)
+        r = map_range(img->base, off, n, depth, out, m);
+    else if (n)
+        r = emit(m, out, n, depth, true, off, img->base_resolved);
+    if (r == 0 && n < len)
+        r = emit(m, out + n, len - n, depth, false, 0, NULL);
+    return r;
+}
+
+static int map_layer(pcow_image *img, int li, int d, int depth0, uint64_t vc, uint64_t o, uint64_t len, uint64_t out,
+                     struct mapst *m)
+{
+    while (li >= 0) {
+        const struct layer *L = &img->layers[li];
+        uint64_t w0 = ent_w0(img, L, vc);
+        if (w0) {
+            uint64_t addr = w0 & ~(img->csize - 1);
+            uint64_t bm = (w0 & ENTRY_PARTIAL) ? ent_w1(img, L, vc) : ~0ull;
+            for (uint64_t pos = o; pos < o + len;) {
+                uint64_t u = pos / img->ssize, e = (u + 1) * img->ssize;
+                if (e > o + len)
+                    e = o + len;
+                int r;
+                if ((bm >> u) & 1) {
+                    uint32_t f;
+                    uint64_t fo;
+                    pcow__addr(img, addr + pos, &f, &fo);
+                    r = emit(m, out + (pos - o), e - pos, depth0 + d, true, fo, img->fpath[f]);
+                } else {
+                    r = map_layer(img, L->parent, d + 1, depth0, vc, pos, e - pos, out + (pos - o), m);
+                }
+                if (r)
+                    return r;
+                pos = e;
+            }
+            return 0;
+        }
+        li = L->parent;
+        d++;
+    }
+    return map_base(img, vc * img->csize + o, len, depth0 + d, out, m);
+}
+
+static int map_range(pcow_image *img, uint64_t off, uint64_t len, int depth0, uint64_t out, struct mapst *m)
+{
+    while (len) {
+        uint64_t vc = off / img->csize, o = off % img->csize, n = img->csize - o;
+        if (n > len)
+            n = len;
+        int r = map_layer(img, (int)img->active, 0, depth0, vc, o, n, out, m);
+        if (r)
+            return r;
+        off += n;
+        out += n;
+        len -= n;
+    }
+    return 0;
+}
+
+int pcow_map(pcow_image *img, pcow_map_fn fn, void *ctx)
+{
+    if (!img->nlayers)
+        return pcow__err(img, EIO, "image has no usable layer directory");
+    struct mapst m = {.fn = fn, .ctx = ctx};
+    int r = map_range(img, 0, img->h.vsize, 0, 0, &m);
+    if (r == 0 && m.have)
+        r = fn(ctx, &m.cur);
+    return r;
+}

@@ -1,0 +1,547 @@
+/* Lookup through the layer chain, read/write at virtual offsets, cluster allocation with the
+ * durable update protocol (data durable -> entry durable -> visible in memory). */
+#define _GNU_SOURCE
+#include "pcow_internal.h"
+#include <endian.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void p64(uint8_t *p, uint64_t v) { v = htole64(v); memcpy(p, &v, 8); }
+
+static uint64_t cmask(const pcow_image *img) { return ~(img->csize - 1); }
+
+void pcow_get_info(const pcow_image *img, struct pcow_info *o)
+{
+    memset(o, 0, sizeof *o);
+    o->version = PCOW_VERSION;
+    o->cluster_size = (uint32_t)img->csize;
+    o->subunit_size = (uint32_t)img->ssize;
+    o->subunits_per_cluster = img->nsub;
+    o->virtual_size = img->h.vsize;
+    o->clusters = img->nclusters;
+    o->l2_entries = img->l2n;
+    o->l1_entries = img->l1n;
+    o->incompat_features = img->h.incompat;
+    o->compat_features = img->h.compat;
+    o->dirty = img->h.flags & HDR_FLAG_DIRTY;
+    o->generation = img->h.gen;
+    o->image_end = img->end;
+    for (uint32_t f = 0; f < img->nfiles; f++) {
+        struct stat st;
+        if (img->fd[f] >= 0 && fstat(img->fd[f], &st) == 0)
+            o->file_size += (uint64_t)st.st_blocks * 512;
+    }
+    for (uint32_t i = 0; i < img->nlayers; i++)
+        o->total_data_clusters += img->layers[i].owned;
+    o->allocated_clusters = img->nlayers ? img->layers[img->active].owned : 0;
+    o->layer_count = img->nlayers;
+    o->active_layer = img->active;
+    o->stripe_count = img->nfiles;
+    o->stripe_unit = img->unit;
+    o->base_format = (int)img->h.base_fmt;
+    memcpy(o->base_path, img->h.base, img->h.base_len + 1);
+    snprintf(o->base_resolved, sizeof o->base_resolved, "%s", img->base_resolved);
+}
+
+uint32_t pcow_layer_count(const pcow_image *img) { return img->nlayers; }
+
+int pcow_layer_get(const pcow_image *img, uint32_t idx, struct pcow_layer_info *o)
+{
+    if (idx >= img->nlayers)
+        return -EINVAL;
+    const struct layer *L = &img->layers[idx];
+    memset(o, 0, sizeof *o);
+    o->id = L->id;
+    o->parent_id = L->parent_id;
+    o->active = idx == img->active;
+    memcpy(o->name, L->name, sizeof o->name);
+    o->ctime_sec = L->ctime_sec;
+    o->ctime_nsec = L->ctime_nsec;
+    o->clusters = L->owned;
+    o->l1_offset = L->l1_off;
+    return 0;
+}
+
+int pcow_stripe_get(const pcow_image *img, uint32_t i, struct pcow_stripe *o)
+{
+    if (i >= img->nfiles)
+        return -EINVAL;
+    o->fd = img->fd[i];
+    o->path = img->fpath[i];
+    return 0;
+}
+
+int pcow_entry_get(const pcow_image *img, uint32_t li, uint64_t vc, struct pcow_entry *o)
+{
+    if (li >= img->nlayers || vc >= img->nclusters)
+        return -EINVAL;
+    uint64_t w0 = ent_w0(img, &img->layers[li], vc);
+    o->addr = w0 & cmask(img);
+    o->partial = w0 & ENTRY_PARTIAL;
+    o->bitmap = o->partial ? ent_w1(img, &img->layers[li], vc) : 0;
+    return 0;
+}
+
+int pcow_lookup(const pcow_image *img, uint64_t vc, struct pcow_mapping *o)
+{
+    memset(o, 0, sizeof *o);
+    o->depth = -1;
+    if (vc >= img->nclusters || !img->nlayers)
+        return -EINVAL;
+    int li = (int)img->active;
+    for (int d = 0; li >= 0; d++) {
+        const struct layer *L = &img->layers[li];
+        uint64_t w0 = ent_w0(img, L, vc);
+        if (w0) {
+            o->depth = d;
+            o->layer_idx = (uint32_t)li;
+            o->addr = w0 & cmask(img);
+            o->partial = w0 & ENTRY_PARTIAL;
+            o->bitmap = o->partial ? ent_w1(img, L, vc) : 0;
+            pcow__addr(img, o->addr, &o->file, &o->file_off);
+            return 0;
+        }
+        li = L->parent;
+    }
+    o->in_base = img->h.base_fmt && vc * img->csize < img->base_size;
+    return 0;
+}
+
+int pcow_extent_next(const pcow_image *img, uint64_t vc, struct pcow_extent *o)
+{
+    memset(o, 0, sizeof *o);
+    if (vc >= img->nclusters || !img->nlayers)
+        return 0;
+    const struct layer *L = &img->layers[img->active];
+    uint64_t w0 = ent_w0(img, L, vc);
+    o->vc = vc;
+    o->count = 1;
+    if (!w0) {
+        while (vc + o->count < img->nclusters && !ent_w0(img, L, vc + o->count))
+            o->count++;
+        return 1;
+    }
+    o->allocated = true;
+    pcow__addr(img, w0 & cmask(img), &o->file, &o->file_off);
+    if (w0 & ENTRY_PARTIAL) {
+        o->partial = true;
+        return 1;
+    }
+    for (;;) {
+        uint64_t n = vc + o->count;
+        if (n >= img->nclusters)
+            break;
+        uint64_t w = ent_w0(img, L, n);
+        if (!w || (w & ENTRY_PARTIAL))
+            break;
+        uint32_t f;
+        uint64_t off;
+        pcow__addr(img, w & cmask(img), &f, &off);
+        if (f != o->file || off != o->file_off + o->count * img->csize)
+            break;
+        o->count++;
+    }
+    return 1;
+}
+
+int pcow__read_base(pcow_image *img, uint64_t off, uint64_t len, uint8_t *buf)
+{
+    if (!img->h.base_fmt) {
+        memset(buf, 0, len);
+        return 0;
+    }
+    if (!img->base && img->base_fd < 0)
+        return pcow__err(img, ENXIO, "base image '%s' is not open; cannot read unallocated data", img->h.base);
+    uint64_t n = off < img->base_size ? img->base_size - off : 0;
+    if (n > len)
+        n = len;
+    memset(buf + n, 0, len - n);
+    if (!n)
+        return 0;
+    if (img->base) {
+        int r = pcow_read(img->base, buf, n, off);
+        if (r < 0)
+            return pcow__err(img, r, "%s", pcow_errmsg(img->base));
+        return 0;
+    }
+    uint64_t done = 0;
+    while (done < n) {
+        ssize_t r = pread(img->base_fd, buf + done, n - done, (off_t)(off + done));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return pcow__err(img, errno, "read of base '%s' failed: %s", img->h.base, strerror(errno));
+        if (r == 0) {
+            memset(buf + done, 0, n - done); /* raw base shrank: reads as zeros */
+            break;
+        }
+        done += (uint64_t)r;
+    }
+    return 0;
+}
+
+/* Read [o, o+len) of virtual cluster vc as seen from layer li (-1 = base only). */
+int pcow__read_layer(pcow_image *img, int li, uint64_t vc, uint64_t o, uint64_t len, uint8_t *buf)
+{
+    while (li >= 0) {
+        const struct layer *L = &img->layers[li];
+        uint64_t w0 = ent_w0(img, L, vc);
+        if (w0) {
+            uint64_t addr = w0 & cmask(img);
+            if (!(w0 & ENTRY_PARTIAL))
+                return pcow__pread(img, buf, len, addr + o);
+            uint64_t bm = ent_w1(img, L, vc);
+            uint64_t pos = o, endp = o + len;
+            while (pos < endp) {
+                uint64_t u = pos / img->ssize;
+                bool own = (bm >> u) & 1;
+                uint64_t e = (u + 1) * img->ssize;
+                while (e < endp && (((bm >> (e / img->ssize)) & 1) == own))
+                    e += img->ssize;
+                if (e > endp)
+                    e = endp;
+                int r = own ? pcow__pread(img, buf + (pos - o), e - pos, addr + pos)
+                            : pcow__read_layer(img, L->parent, vc, pos, e - pos, buf + (pos - o));
+                if (r < 0)
+                    return r;
+                pos = e;
+            }
+            return 0;
+        }
+        li = L->parent;
+    }
+    return pcow__read_base(img, vc * img->csize + o, len, buf);
+}
+
+static int check_range(pcow_image *img, uint64_t len, uint64_t off)
+{
+    if (img->broken)
+        return pcow__err(img, EIO, "image state is unknown after an earlier failure; reopen it");
+    if (!img->nlayers)
+        return pcow__err(img, EIO, "image has no usable layer directory");
+    if (off > img->h.vsize || len > img->h.vsize - off)
+        return pcow__err(img, EINVAL, "range 0x%llx+0x%llx is outside the virtual size 0x%llx",
+                         (unsigned long long)off, (unsigned long long)len, (unsigned long long)img->h.vsize);
+    return 0;
+}
+
+int pcow_read(pcow_image *img, void *buf, uint64_t len, uint64_t off)
+{
+    int r = check_range(img, len, off);
+    uint8_t *p = buf;
+    while (r == 0 && len) {
+        uint64_t vc = off / img->csize, o = off % img->csize;
+        uint64_t n = img->csize - o;
+        if (n > len)
+            n = len;
+        r = pcow__read_layer(img, (int)img->active, vc, o, n, p);
+        p += n;
+        off += n;
+        len -= n;
+    }
+    return r;
+}
+
+struct pend {
+    uint64_t vc, w0, w1;
+};
+
+/* Make entries of layer li durable and visible. Their data must already be durable.
+ * New L2 tables are written whole, then L1 entries; two persists in all. */
+static int apply_entries(pcow_image *img, uint32_t li, struct pend *pd, size_t n)
+{
+    struct layer *L = &img->layers[li];
+    uint64_t **newt = calloc(img->l1n, sizeof *newt);
+    uint64_t *newa = calloc(img->l1n, 8);
+    uint8_t *b = malloc(img->csize);
+    int r = 0;
+    if (!newt || !newa || !b) {
+        r = pcow__err(img, ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n && r == 0; i++) {
+        uint64_t t = pd[i].vc / img->l2n, k = pd[i].vc % img->l2n;
+        if (L->l2[t]) {
+            uint8_t e[16];
+            p64(e, pd[i].w0);
+            p64(e + 8, pd[i].w1);
+            r = pcow__pwrite(img, e, 16, L->l1[t] + k * 16);
+            continue;
+        }
+        if (!newt[t]) {
+            newt[t] = L->l2[t] ? NULL : calloc(1, img->csize);
+            if (!newt[t]) {
+                r = pcow__err(img, ENOMEM, "out of memory");
+                break;
+            }
+        }
+        newt[t][2 * k] = pd[i].w0;
+        newt[t][2 * k + 1] = pd[i].w1;
+    }
+    for (uint64_t t = 0; t < img->l1n && r == 0; t++) {
+        if (!newt[t])
+            continue;
+        for (uint64_t k = 0; k < img->l2n; k++) {
+            p64(b + k * 16, newt[t][2 * k]);
+            p64(b + k * 16 + 8, newt[t][2 * k + 1]);
+        }
+        r = pcow__reserve(img, 1, &newa[t]);
+        if (r == 0)
+            r = pcow__pwrite(img, b, img->csize, newa[t]);
+    }
+    if (r == 0)
+        r = pcow__persist_all(img);
+    bool any_new = false;
+    for (uint64_t t = 0; t < img->l1n && r == 0; t++) {
+        if (!newt[t])
+            continue;
+        uint8_t e[8];
+        p64(e, newa[t]);
+        r = pcow__pwrite(img, e, 8, L->l1_off + t * 8);
+        any_new = true;
+    }
+    if (r == 0 && any_new)
+        r = pcow__persist_all(img);
+    if (r < 0) {
+        img->broken = true;
+        goto out;
+    }
+    /* publish: bitmap before address so a concurrent lookup never sees a partial entry with
+     * a stale bitmap */
+    for (size_t i = 0; i < n; i++) {
+        uint64_t t = pd[i].vc / img->l2n, k = pd[i].vc % img->l2n;
+        if (!L->l2[t] || newt[t])
+            continue;
+        if (!L->l2[t][2 * k] && pd[i].w0)
+            L->owned++;
+        __atomic_store_n(&L->l2[t][2 * k + 1], pd[i].w1, __ATOMIC_RELEASE);
+        __atomic_store_n(&L->l2[t][2 * k], pd[i].w0, __ATOMIC_RELEASE);
+    }
+    for (uint64_t t = 0; t < img->l1n; t++) {
+        if (!newt[t])
+            continue;
+        for (uint64_t k = 0; k < img->l2n; k++)
+            L->owned += newt[t][2 * k] != 0;
+        L->l1[t] = newa[t];
+        __atomic_store_n(&L->l2[t], newt[t], __ATOMIC_RELEASE);
+        newt[t] = NULL;
+    }
+out:
+    if (newt)
+        for (uint64_t t = 0; t < img->l1n; t++)
+            free(newt[t]);
+    free(newt);
+    free(newa);
+    free(b);
+    return r;
+}
+
+int pcow__set_entry(pcow_image *img, uint32_t li, uint64_t vc, uint64_t w0, uint64_t w1)
+{
+    struct pend p = {vc, w0, w1};
+    return apply_entries(img, li, &p, 1);
+}
+
+static bool has_lower(const pcow_image *img, int li, uint64_t vc)
+{
+    for (; li >= 0; li = img->layers[li].parent)
+        if (ent_w0(img, &img->layers[li], vc))
+            return true;
+    return img->h.base_fmt && vc * img->csize < img->base_size;
+}
+
+static uint64_t unit_mask(const pcow_image *img, uint64_t o, uint64_t len)
+{
+    uint64_t u0 = o / img->ssize, u1 = (o + len - 1) / img->ssize, m = 0;
+    for (uint64_t u = u0; u <= u1; u++)
+        m |= 1ull << u;
+    return m;
+}
+
+/* Write data into sub-units `units` of the cluster at addr: for each unit, bytes from src
+ * where [o, o+len) covers them, the rest from the lower layers (parent of li). */
+static int fill_units(pcow_image *img, int parent, uint64_t vc, uint64_t addr, uint64_t units, const uint8_t *src,
+                      uint64_t o, uint64_t len, uint8_t *tmp)
+{
+    for (uint32_t u = 0; u < img->nsub; u++) {
+        if (!((units >> u) & 1))
+            continue;
+        uint64_t us = u * img->ssize, ue = us + img->ssize;
+        bool covered = src && o <= us && o + len >= ue;
+        if (covered) {
+            int r = pcow__pwrite(img, src + (us - o), img->ssize, addr + us);
+            if (r < 0)
+                return r;
+            continue;
+        }
+        int r = pcow__read_layer(img, parent, vc, us, img->ssize, tmp);
+        if (r < 0)
+            return r;
+        if (src) {
+            uint64_t s = o > us ? o : us, e = o + len < ue ? o + len : ue;
+            if (s < e)
+                memcpy(tmp + (s - us), src + (s - o), e - s);
+        }
+        r = pcow__pwrite(img, tmp, img->ssize, addr + us);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+int pcow_write(pcow_image *img, const void *buf, uint64_t len, uint64_t off)
+{
+    int r = check_range(img, len, off);
+    if (r < 0)
+        return r;
+    if (!img->rw)
+        return pcow__err(img, EROFS, "image is open read-only");
+    if (!len)
+        return 0;
+    const uint8_t *p = buf;
+    uint64_t first = off / img->csize, last = (off + len - 1) / img->csize;
+    struct pend *pd = calloc(last - first + 1, sizeof *pd);
+    uint8_t *tmp = malloc(img->csize);
+    size_t np = 0;
+    if (!pd || !tmp) {
+        free(pd);
+        free(tmp);
+        return pcow__err(img, ENOMEM, "out of memory");
+    }
+    struct layer *A = &img->layers[img->active];
+    bool fine = img->flags & PCOW_OPEN_FINE_COW;
+    while (len && r == 0) {
+        uint64_t vc = off / img->csize, o = off % img->csize;
+        uint64_t n = img->csize - o;
+        if (n > len)
+            n = len;
+        uint64_t w0 = ent_w0(img, A, vc);
+        uint64_t addr = w0 & cmask(img);
+        if (w0 && !(w0 & ENTRY_PARTIAL)) {
+            r = pcow__pwrite(img, p, n, addr + o);
+        } else if (w0) {
+            uint64_t bm = ent_w1(img, A, vc), tm = unit_mask(img, o, n);
+            /* owned units: write in place; others: compose with lower data first */
+            uint64_t need = tm & ~bm;
+            for (uint32_t u = 0; u < img->nsub && r == 0; u++) {
+                if (!((tm >> u) & 1) || ((need >> u) & 1))
+                    continue;
+                uint64_t us = u * img->ssize, s = o > us ? o : us, e = o + n < us + img->ssize ? o + n : us + img->ssize;
+                r = pcow__pwrite(img, p + (s - o), e - s, addr + s);
+            }
+            if (r == 0 && need) {
+                r = fill_units(img, A->parent, vc, addr, need, p, o, n, tmp);
+                pd[np++] = (struct pend){vc, w0, bm | need};
+            }
+        } else {
+            r = pcow__reserve(img, 1, &addr);
+            if (r == 0 && !has_lower(img, A->parent, vc)) {
+                r = pcow__pwrite(img, p, n, addr + o); /* the rest reads as zeros */
+                pd[np++] = (struct pend){vc, addr, 0};
+            } else if (r == 0 && fine) {
+                uint64_t tm = unit_mask(img, o, n);
+                r = fill_units(img, A->parent, vc, addr, tm, p, o, n, tmp);
+                pd[np++] = (struct pend){vc, addr | ENTRY_PARTIAL, tm};
+            } else if (r == 0) {
+                r = pcow__read_layer(img, A->parent, vc, 0, img->csize, tmp);
+                if (r == 0) {
+                    memcpy(tmp + o, p, n);
+                    r = pcow__pwrite(img, tmp, img->csize, addr);
+                }
+                pd[np++] = (struct pend){vc, addr, 0};
+            }
+        }
+        p += n;
+        off += n;
+        len -= n;
+    }
+    if (r == 0)
+        r = pcow__persist_all(img); /* data durable before any entry */
+    if (r == 0 && np)
+        r = apply_entries(img, img->active, pd, np);
+    free(pd);
+    free(tmp);
+    return r;
+}
+
+int pcow_map_cluster(pcow_image *img, uint64_t vc, uint64_t addr, bool partial, uint64_t bitmap)
+{
+    if (img->broken)
+        return pcow__err(img, EIO, "image state is unknown after an earlier failure; reopen it");
+    if (!img->rw)
+        return pcow__err(img, EROFS, "image is open read-only");
+    if (vc >= img->nclusters)
+        return pcow__err(img, EINVAL, "virtual cluster %llu is beyond %llu", (unsigned long long)vc, (unsigned long long)img->nclusters);
+    if (addr % img->csize || addr < img->csize || addr >= img->end)
+        return pcow__err(img, EINVAL, "address 0x%llx is not a reserved cluster", (unsigned long long)addr);
+    if (partial && (bitmap & ~pcow__full_bitmap(img)))
+        return pcow__err(img, EINVAL, "bitmap 0x%llx has bits beyond %u sub-units", (unsigned long long)bitmap, img->nsub);
+    if (ent_w0(img, &img->layers[img->active], vc))
+        return pcow__err(img, EEXIST, "virtual cluster %llu is already allocated in the active layer", (unsigned long long)vc);
+    return pcow__set_entry(img, img->active, vc, addr | (partial ? ENTRY_PARTIAL : 0), partial ? bitmap : 0);
+}
+
+int pcow_set_subunits(pcow_image *img, uint64_t vc, uint64_t add)
+{
+    if (img->broken)
+        return pcow__err(img, EIO, "image state is unknown after an earlier failure; reopen it");
+    if (!img->rw)
+        return pcow__err(img, EROFS, "image is open read-only");
+    if (vc >= img->nclusters)
+        return pcow__err(img, EINVAL, "virtual cluster %llu is beyond %llu", (unsigned long long)vc, (unsigned long long)img->nclusters);
+    struct layer *A = &img->layers[img->active];
+    uint64_t w0 = ent_w0(img, A, vc);
+    if (!(w0 & ENTRY_PARTIAL))
+        return pcow__err(img, EINVAL, "virtual cluster %llu has no partial entry in the active layer", (unsigned long long)vc);
+    if (add & ~pcow__full_bitmap(img))
+        return pcow__err(img, EINVAL, "bitmap 0x%llx has bits beyond %u sub-units", (unsigned long long)add, img->nsub);
+    return pcow__set_entry(img, img->active, vc, w0, ent_w1(img, A, vc) | add);
+}
+
+int pcow_alloc_cluster(pcow_image *img, uint64_t vc, bool fine, uint64_t fbm)
+{
+    if (img->broken)
+        return pcow__err(img, EIO, "image state is unknown after an earlier failure; reopen it");
+    if (!img->rw)
+        return pcow__err(img, EROFS, "image is open read-only");
+    if (vc >= img->nclusters)
+        return pcow__err(img, EINVAL, "virtual cluster %llu is beyond %llu", (unsigned long long)vc, (unsigned long long)img->nclusters);
+    struct layer *A = &img->layers[img->active];
+    uint64_t full = pcow__full_bitmap(img);
+    if (fbm & ~full)
+        return pcow__err(img, EINVAL, "bitmap 0x%llx has bits beyond %u sub-units", (unsigned long long)fbm, img->nsub);
+    uint64_t want = fine ? fbm : full;
+    uint64_t w0 = ent_w0(img, A, vc);
+    if (w0 && !(w0 & ENTRY_PARTIAL))
+        return 0;
+    uint8_t *tmp = malloc(img->csize);
+    if (!tmp)
+        return pcow__err(img, ENOMEM, "out of memory");
+    int r = 0;
+    if (w0) {
+        uint64_t bm = ent_w1(img, A, vc), need = want & ~bm;
+        if (need) {
+            r = fill_units(img, A->parent, vc, w0 & cmask(img), need, NULL, 0, 0, tmp);
+            if (r == 0)
+                r = pcow__persist_all(img);
+            if (r == 0)
+                r = pcow__set_entry(img, img->active, vc, w0, bm | need);
+        }
+    } else {
+        uint64_t addr;
+        r = pcow__reserve(img, 1, &addr);
+        bool lower = has_lower(img, A->parent, vc);
+        if (r == 0 && lower)
+            r = fill_units(img, A->parent, vc, addr, want, NULL, 0, 0, tmp);
+        if (r == 0)
+            r = pcow__persist_all(img);
+        if (r == 0)
+            r = pcow__set_entry(img, img->active, vc, addr | (fine ? ENTRY_PARTIAL : 0), fine ? want : 0);
+    }
+    free(tmp);
+    return r;
+}

@@ -1,0 +1,1027 @@
+/* Open (with full validation), create, close, header and directory updates. */
+#define _GNU_SOURCE
+#include "pcow_internal.h"
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <linux/openat2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+static uint32_t g32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return le32toh(v); }
+static uint64_t g64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return le64toh(v); }
+static void p32(uint8_t *p, uint32_t v) { v = htole32(v); memcpy(p, &v, 4); }
+static void p64(uint8_t *p, uint64_t v) { v = htole64(v); memcpy(p, &v, 8); }
+
+const char *pcow_errmsg(const pcow_image *img) { return img->err; }
+const char *pcow_path(const pcow_image *img) { return img->path; }
+pcow_image *pcow_base_image(const pcow_image *img) { return img->base; }
+uint64_t pcow__full_bitmap(const pcow_image *img)
+{
+    return img->nsub >= 64 ? ~0ull : ((1ull << img->nsub) - 1);
+}
+
+static uint64_t span(const pcow_image *img, uint64_t bytes)
+{
+    return (bytes + img->csize - 1) / img->csize * img->csize;
+}
+
+/* Derive sizes from a validated header. */
+static void derive(pcow_image *img)
+{
+    img->csize = 1ull << img->h.cbits;
+    img->ssize = 1ull << img->h.sbits;
+    img->nsub = (uint32_t)(img->csize / img->ssize);
+    img->unit = 1ull << img->h.ubits;
+    img->nclusters = (img->h.vsize + img->csize - 1) / img->csize;
+    img->l2n = img->csize / L2_ENTRY_SIZE;
+    img->l1n = (img->nclusters + img->l2n - 1) / img->l2n;
+    img->l1_span = span(img, img->l1n * 8);
+    img->nfiles = img->h.nstripes;
+}
+
+static int lock_fd(int fd, bool excl)
+{
+    struct flock fl = {.l_type = excl ? F_WRLCK : F_RDLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+    if (fcntl(fd, F_OFD_SETLK, &fl) < 0)
+        return -errno;
+    return 0;
+}
+
+void pcow__free_layer(pcow_image *img, struct layer *L)
+{
+    if (L->l2) {
+        for (uint64_t i = 0; i < img->l1n; i++)
+            free(L->l2[i]);
+    }
+    free(L->l2);
+    free(L->l1);
+    L->l2 = NULL;
+    L->l1 = NULL;
+}
+
+void pcow__free(pcow_image *img)
+{
+    if (!img)
+        return;
+    for (uint32_t i = 0; i < img->nlayers; i++)
+        pcow__free_layer(img, &img->layers[i]);
+    free(img->layers);
+    if (img->base)
+        pcow__free(img->base);
+    if (img->base_fd >= 0)
+        close(img->base_fd);
+    for (uint32_t f = 0; f < PCOW_MAX_STRIPES; f++) {
+        if (img->fd[f] >= 0)
+            close(img->fd[f]);
+        free(img->fpath[f]);
+    }
+    if (img->dirfd >= 0)
+        close(img->dirfd);
+    free(img->refmap);
+    free(img->path);
+    free(img->dirpath);
+    free(img);
+}
+
+static pcow_image *img_new(const char *path)
+{
+    pcow_image *img = calloc(1, sizeof *img);
+    if (!img)
+        return NULL;
+    img->dirfd = -1;
+    img->base_fd = -1;
+    for (int f = 0; f < PCOW_MAX_STRIPES; f++)
+        img->fd[f] = -1;
+    img->path = strdup(path);
+    char *tmp = strdup(path);
+    if (!img->path || !tmp) {
+        free(tmp);
+        pcow__free(img);
+        return NULL;
+    }
+    img->dirpath = strdup(dirname(tmp));
+    free(tmp);
+    if (!img->dirpath) {
+        pcow__free(img);
+        return NULL;
+    }
+    pcow_set_persist(img, NULL, NULL);
+    return img;
+}
+
+/* Logical end of the striped image from the stripe files' sizes, rounded up to a cluster. */
+static void compute_end(pcow_image *img)
+{
+    uint64_t end = 0;
+    for (uint32_t f = 0; f < img->nfiles; f++) {
+        uint64_t s = img->fsize[f];
+        if (!s)
+            continue;
+        uint64_t last = s - 1, e;
+        if (img->nfiles == 1)
+            e = s;
+        else
+            e = ((((last >> img->h.ubits) * img->nfiles + f) << img->h.ubits) | (last & (img->unit - 1))) + 1;
+        if (e > end)
+            end = e;
+    }
+    img->end = span(img, end);
+}
+
+/* A reference to len bytes at addr: cluster aligned, not the header, inside the files, and not
+ * referenced before (one owner per cluster). Returns 0, 1 (skip, check mode) or -errno. */
+static int ref(pcow_image *img, uint64_t addr, uint64_t len, const char *what)
+{
+    if (addr % img->csize || addr < img->csize)
+        return pcow__corrupt(img, "%s at offset 0x%llx is not a cluster-aligned address after the header",
+                             what, (unsigned long long)addr);
+    if (addr > MAX_VIRTUAL_SIZE * 4 || !pcow__in_file(img, addr, len)) {
+        uint32_t f;
+        uint64_t off;
+        pcow__addr(img, addr > MAX_VIRTUAL_SIZE * 4 ? 0 : addr, &f, &off);
+        return pcow__corrupt(img, "%s at offset 0x%llx lies outside the file (size 0x%llx)", what,
+                             (unsigned long long)addr, (unsigned long long)img->fsize[f]);
+    }
+    uint64_t c0 = addr / img->csize, n = len / img->csize;
+    for (uint64_t c = c0; c < c0 + n; c++) {
+        if (c >= img->refmap_n)
+            return pcow__corrupt(img, "%s at offset 0x%llx lies beyond the image end 0x%llx", what,
+                                 (unsigned long long)addr, (unsigned long long)img->end);
+        if (img->refmap[c / 8] & (1u << (c % 8)))
+            return pcow__corrupt(img, "%s at offset 0x%llx overlaps cluster 0x%llx that is already in use",
+                                 what, (unsigned long long)addr, (unsigned long long)(c * img->csize));
+    }
+    for (uint64_t c = c0; c < c0 + n; c++)
+        img->refmap[c / 8] |= (uint8_t)(1u << (c % 8));
+    return 0;
+}
+
+static int read_dir(pcow_image *img)
+{
+    uint64_t bytes = (uint64_t)img->h.dir_count * DIR_REC_SIZE;
+    int r = ref(img, img->h.dir_off, span(img, bytes), "layer directory");
+    if (r)
+        return r < 0 ? r : 1;
+    uint8_t *b = malloc(bytes);
+    if (!b)
+        return pcow__err(img, ENOMEM, "out of memory");
+    r = pcow__pread(img, b, bytes, img->h.dir_off);
+    if (r < 0) {
+        free(b);
+        return r;
+    }
+    uint32_t crc = pcow_crc32c(0, b, bytes);
+    if (crc != img->h.dir_crc) {
+        free(b);
+        r = pcow__corrupt(img, "layer directory at 0x%llx: checksum mismatch (header says 0x%08x, data 0x%08x)",
+                          (unsigned long long)img->h.dir_off, img->h.dir_crc, crc);
+        return r < 0 ? r : 1;
+    }
+    img->layers = calloc(img->h.dir_count, sizeof *img->layers);
+    if (!img->layers) {
+        free(b);
+        return pcow__err(img, ENOMEM, "out of memory");
+    }
+    img->nlayers = img->h.dir_count;
+    r = 0;
+    for (uint32_t i = 0; i < img->nlayers && !r; i++) {
+        const uint8_t *p = b + (size_t)i * DIR_REC_SIZE;
+        struct layer *L = &img->layers[i];
+        L->id = g32(p);
+        L->parent_id = g32(p + 4);
+        L->l1_off = g64(p + 8);
+        L->ctime_sec = g64(p + 16);
+        L->ctime_nsec = g32(p + 24);
+        uint32_t flags = g32(p + 28), nl = g32(p + 32), res = g32(p + 36);
+        bool zero_tail = true;
+        for (int k = 104; k < (int)DIR_REC_SIZE; k++)
+            zero_tail &= p[k] == 0;
+        if (L->id == 0 || L->id >= img->h.next_id || flags || res || !zero_tail || nl > PCOW_LAYER_NAME_MAX ||
+            L->ctime_nsec >= 1000000000u || L->parent_id >= img->h.next_id || L->parent_id == L->id) {
+            r = pcow__corrupt(img, "layer directory record %u (id %u) has invalid fields", i, L->id);
+            break;
+        }
+        memcpy(L->name, p + 40, nl);
+        L->name[nl] = 0;
+        bool tail0 = true;
+        for (uint32_t k = nl; k < PCOW_LAYER_NAME_MAX; k++)
+            tail0 &= p[40 + k] == 0;
+        if (strlen(L->name) != nl || !tail0) {
+            r = pcow__corrupt(img, "layer %u: name contains NUL bytes or trailing garbage", L->id);
+            break;
+        }
+    }
+    free(b);
+    if (r)
+        return r < 0 ? r : 1;
+    /* ids unique, names unique, parents exist, no cycles, exactly the active layer has no children */
+    int act = -1;
+    for (uint32_t i = 0; i < img->nlayers; i++) {
+        struct layer *L = &img->layers[i];
+        L->parent = -1;
+        if (L->id == img->h.active_id)
+            act = (int)i;
+        for (uint32_t j = 0; j < img->nlayers; j++) {
+            if (j != i && img->layers[j].id == L->id)
+                r = pcow__corrupt(img, "layer id %u appears twice in the directory", L->id);
+            if (j > i && L->name[0] && !strcmp(img->layers[j].name, L->name))
+                r = pcow__corrupt(img, "snapshot name '%s' appears twice", L->name);
+            if (L->parent_id && img->layers[j].id == L->parent_id)
+                L->parent = (int)j;
+            if (r)
+                return r < 0 ? r : 1;
+        }
+        if (L->parent_id && L->parent < 0) {
+            r = pcow__corrupt(img, "layer %u names parent %u that does not exist", L->id, L->parent_id);
+            return r < 0 ? r : 1;
+        }
+    }
+    if (act < 0) {
+        r = pcow__corrupt(img, "active layer id %u is not in the layer directory", img->h.active_id);
+        return r < 0 ? r : 1;
+    }
+    img->active = (uint32_t)act;
+    for (uint32_t i = 0; i < img->nlayers; i++) {
+        int p = (int)i;
+        for (uint32_t steps = 0; p >= 0; steps++) {
+            if (steps > img->nlayers) {
+                r = pcow__corrupt(img, "layer %u: the parent chain has a loop", img->layers[i].id);
+                return r < 0 ? r : 1;
+            }
+            p = img->layers[p].parent;
+        }
+        if (img->layers[i].parent == act) {
+            r = pcow__corrupt(img, "layer %u has the active layer as parent", img->layers[i].id);
+            return r < 0 ? r : 1;
+        }
+        if ((int)i != act && img->layers[i].name[0] == 0) {
+            r = pcow__corrupt(img, "snapshot layer %u has an empty name", img->layers[i].id);
+            return r < 0 ? r : 1;
+        }
+    }
+    return 0;
+}
+
+/* Load and validate one layer's L1 and L2 tables. Invalid entries: error (open) or reported and
+ * dropped (check). */
+static int read_tables(pcow_image *img, struct layer *L)
+{
+    L->l1 = calloc(img->l1n ? img->l1n : 1, 8);
+    L->l2 = calloc(img->l1n ? img->l1n : 1, sizeof(uint64_t *));
+    if (!L->l1 || !L->l2)
+        return pcow__err(img, ENOMEM, "out of memory");
+    char what[96];
+    snprintf(what, sizeof what, "L1 table of layer %u", L->id);
+    int r = ref(img, L->l1_off, img->l1_span, what);
+    if (r)
+        return r < 0 ? r : 0;
+    uint8_t *b = malloc(img->l1n * 8 > img->csize ? img->l1n * 8 : img->csize);
+    if (!b)
+        return pcow__err(img, ENOMEM, "out of memory");
+    r = pcow__pread(img, b, img->l1n * 8, L->l1_off);
+    for (uint64_t i = 0; r >= 0 && i < img->l1n; i++) {
+        uint64_t a = g64(b + i * 8);
+        if (!a)
+            continue;
+        snprintf(what, sizeof what, "L2 table %llu of layer %u (L1 entry)", (unsigned long long)i, L->id);
+        r = ref(img, a, img->csize, what);
+        if (r) {
+            if (r > 0)
+                r = 0;
+            continue;
+        }
+        uint64_t *t = malloc(img->csize);
+        if (!t) {
+            r = pcow__err(img, ENOMEM, "out of memory");
+            break;
+        }
+        uint8_t *lb = (uint8_t *)t;
+        r = pcow__pread(img, lb, img->csize, a);
+        if (r < 0) {
+            free(t);
+            break;
+        }
+        for (uint64_t k = 0; k < img->l2n; k++) {
+            uint64_t w0 = g64(lb + k * 16), w1 = g64(lb + k * 16 + 8);
+            uint64_t vc = i * img->l2n + k;
+            t[2 * k] = 0;
+            t[2 * k + 1] = 0;
+            if (!w0)
+                continue; /* word 1 of an unallocated entry is ignored */
+            int bad = 0;
+            if (vc >= img->nclusters)
+                bad = pcow__corrupt(img, "layer %u: entry for cluster %llu lies beyond the virtual size (L2 at 0x%llx)",
+                                    L->id, (unsigned long long)vc, (unsigned long long)a);
+            else if ((w0 & (img->csize - 1)) & ~ENTRY_PARTIAL)
+                bad = pcow__corrupt(img, "layer %u: entry for cluster %llu has reserved bits set (0x%llx)",
+                                    L->id, (unsigned long long)vc, (unsigned long long)w0);
+            else if ((w0 & ENTRY_PARTIAL) && (w1 & ~pcow__full_bitmap(img)))
+                bad = pcow__corrupt(img, "layer %u: entry for cluster %llu has sub-unit bits beyond %u",
+                                    L->id, (unsigned long long)vc, img->nsub);
+            else {
+                snprintf(what, sizeof what, "data cluster of layer %u, virtual cluster %llu", L->id, (unsigned long long)vc);
+                bad = ref(img, w0 & ~(img->csize - 1), img->csize, what);
+            }
+            if (bad < 0) {
+                r = bad;
+                break;
+            }
+            if (bad)
+                continue;
+            t[2 * k] = w0;
+            t[2 * k + 1] = (w0 & ENTRY_PARTIAL) ? w1 : 0;
+            L->owned++;
+        }
+        if (r < 0) {
+            free(t);
+            break;
+        }
+        L->l1[i] = a;
+        L->l2[i] = t;
+    }
+    free(b);
+    return r < 0 ? r : 0;
+}
+
+static int open_file(pcow_image *img, int dirfd, const char *name, const char *display, bool rw, int *out)
+{
+    int fd = openat(dirfd, name, (rw ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        return pcow__err(img, e, "cannot open %s: %s", display, strerror(e));
+    }
+    *out = fd;
+    return 0;
+}
+
+/* Open the base image stored as `stored` (relative to img's directory unless absolute) and
+ * its own chain. Path policy: see pcow__check_base_path; in strict mode the open also refuses
+ * to leave the directory through symlinks (RESOLVE_BENEATH). */
+int pcow__resolve_base(pcow_image *img, const char *stored, int fmt, unsigned flags, pcow_image **bimg,
+                       int *bfd, uint64_t *bsize, char *resolved, size_t rlen, int depth, dev_t *devs, ino_t *inos)
+{
+    char why[700];
+    bool unsafe = flags & PCOW_OPEN_UNSAFE_BASE;
+    int r = pcow__check_base_path(stored, unsafe, why, sizeof why);
+    if (r < 0)
+        return pcow__err(img, r, "%s", why);
+    if (depth >= PCOW_MAX_BASE_DEPTH)
+        return pcow__err(img, ELOOP, "base chain deeper than %d images at '%s'", PCOW_MAX_BASE_DEPTH, stored);
+    int fd;
+    if (unsafe) {
+        fd = openat(img->dirfd, stored, O_RDONLY | O_CLOEXEC);
+    } else {
+        struct open_how how = {.flags = O_RDONLY | O_CLOEXEC, .resolve = RESOLVE_BENEATH};
+        fd = (int)syscall(SYS_openat2, img->dirfd, stored, &how, sizeof how);
+        if (fd < 0 && errno == ENOSYS)
+            fd = openat(img->dirfd, stored, O_RDONLY | O_CLOEXEC);
+    }
+    if (fd < 0) {
+        int e = errno;
+        if (e == EXDEV)
+            return pcow__err(img, EPERM, "base image '%s' resolves outside the image's directory (through a symlink)", stored);
+        if (e == ENOENT)
+            return pcow__err(img, ENOENT, "base image '%s' (relative to %s) does not exist", stored, img->dirpath);
+        return pcow__err(img, e, "cannot open base image '%s': %s", stored, strerror(e));
+    }
+    struct stat st;
+    char link[64], abs[PATH_MAX];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t ln = readlink(link, abs, sizeof abs - 1);
+    if (ln < 0)
+        snprintf(abs, sizeof abs, "%s/%s", img->dirpath, stored);
+    else
+        abs[ln] = 0;
+    snprintf(resolved, rlen, "%s", abs);
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return pcow__err(img, EINVAL, "base image '%s' (%s) is not a regular file", stored, abs);
+    }
+    for (int d = 0; d <= depth; d++) {
+        if (devs[d] == st.st_dev && inos[d] == st.st_ino) {
+            close(fd);
+            return pcow__err(img, ELOOP, "base chain has a loop: '%s' (%s) is already in the chain", stored, abs);
+        }
+    }
+    uint8_t m[8] = {0};
+    ssize_t got = pread(fd, m, 8, 0);
+    int actual = (got == 8 && !memcmp(m, pcow_magic, 8)) ? PCOW_BASE_PCOW : PCOW_BASE_RAW;
+    if (fmt && fmt != actual) {
+        close(fd);
+        return pcow__err(img, EINVAL, "base image '%s' is %s but the header says %s", stored,
+                         actual == PCOW_BASE_PCOW ? "pcow" : "raw", fmt == PCOW_BASE_PCOW ? "pcow" : "raw");
+    }
+    if (actual == PCOW_BASE_RAW) {
+        if (!(flags & PCOW_OPEN_NO_LOCK) && lock_fd(fd, false) < 0) {
+            close(fd);
+            return pcow__err(img, EAGAIN, "base image '%s' is locked for writing by another process", stored);
+        }
+        *bfd = fd;
+        *bsize = (uint64_t)st.st_size;
+        return PCOW_BASE_RAW;
+    }
+    close(fd);
+    devs[depth + 1] = st.st_dev;
+    inos[depth + 1] = st.st_ino;
+    char e2[sizeof img->err];
+    pcow_image *b = NULL;
+    r = pcow__open_chain(abs, flags & (PCOW_OPEN_UNSAFE_BASE | PCOW_OPEN_NO_LOCK), depth + 1, devs, inos, NULL, &b, e2, sizeof e2);
+    if (r < 0)
+        return pcow__err(img, r, "base image '%s': %s", stored, e2);
+    /* report the path the user can recognise, not /proc's */
+    free(b->path);
+    b->path = strdup(abs);
+    if (!b->path) {
+        pcow__free(b);
+        return pcow__err(img, ENOMEM, "out of memory");
+    }
+    *bimg = b;
+    *bsize = b->h.vsize;
+    return PCOW_BASE_PCOW;
+}
+
+static int load(pcow_image *img, unsigned flags, int depth, dev_t *devs, ino_t *inos)
+{
+    bool rw = flags & PCOW_OPEN_RDWR;
+    img->rw = rw;
+    img->flags = flags;
+    img->dirfd = open(img->dirpath, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (img->dirfd < 0) {
+        int e = errno;
+        return pcow__err(img, e, "cannot open directory %s: %s", img->dirpath, strerror(e));
+    }
+    int fd = open(img->path, (rw ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        return pcow__err(img, e, "cannot open: %s", strerror(e));
+    }
+    img->fd[0] = fd;
+    img->fpath[0] = strdup(img->path);
+    if (!img->fpath[0])
+        return pcow__err(img, ENOMEM, "out of memory");
+    if (!(flags & PCOW_OPEN_NO_LOCK) || rw) {
+        int r = lock_fd(fd, rw);
+        if (r < 0)
+            return pcow__err(img, EAGAIN, "image is locked by another process (%s)%s",
+                             rw ? "it is open, e.g. by a running VM or another pcow-img" : "it is open for writing, e.g. by a running VM",
+                             rw ? "" : "; use -U to read it anyway");
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return pcow__err(img, errno, "cannot stat: %s", strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        return pcow__err(img, EINVAL, "not a regular file");
+    if (devs) {
+        devs[depth] = st.st_dev;
+        inos[depth] = st.st_ino;
+    }
+    uint8_t hb[2 * HDR_SLOT_SIZE];
+    memset(hb, 0, sizeof hb);
+    ssize_t got = pread(fd, hb, sizeof hb, 0);
+    if (got < 0)
+        return pcow__err(img, errno, "cannot read the header: %s", strerror(errno));
+    if (got < 8 || memcmp(hb, pcow_magic, 8)) {
+        if (got >= 8 && !memcmp(hb + HDR_SLOT1_OFF, pcow_magic, 8)) {
+            /* slot 0 damaged; slot 1 may still be good */
+        } else {
+            int r = pcow__corrupt(img, "not a pcow image (bad magic; file size %lld)", (long long)st.st_size);
+            return r < 0 ? r : -EUCLEAN;
+        }
+    }
+    if ((size_t)got < sizeof hb) {
+        int r = pcow__corrupt(img, "file is truncated: %lld bytes, smaller than the %u-byte header",
+                              (long long)st.st_size, 2 * HDR_SLOT_SIZE);
+        if (r < 0)
+            return r;
+    }
+    struct hdr h[2];
+    char why[2][300];
+    int ok[2];
+    for (int s = 0; s < 2; s++)
+        ok[s] = pcow__hdr_decode(hb + s * HDR_SLOT1_OFF, s, &h[s], why[s], sizeof why[s]);
+    img->slot_valid[0] = ok[0] == 0;
+    img->slot_valid[1] = ok[1] == 0;
+    if (ok[0] && ok[1]) {
+        if (ok[0] == -ENOTSUP)
+            return pcow__err(img, ENOTSUP, "%s", why[0]);
+        int r = pcow__corrupt(img, "no valid header: slot 0: %s; slot 1: %s", why[0], why[1]);
+        return r < 0 ? r : -EUCLEAN;
+    }
+    int s = ok[0] ? 1 : ok[1] ? 0 : (h[1].gen > h[0].gen ? 1 : 0);
+    img->cur_slot = s;
+    img->h = h[s];
+    for (int o = 0; o < 2; o++) {
+        if (ok[o] && img->ck)
+            pcow__corrupt(img, "header slot %d is damaged (%s); slot %d is used", o, why[o], s);
+    }
+    derive(img);
+    /* stripe files */
+    img->fsize[0] = (uint64_t)st.st_size;
+    for (uint32_t f = 1; f < img->nfiles; f++) {
+        char disp[PATH_MAX + 200];
+        snprintf(disp, sizeof disp, "stripe file %u '%s' (in %s)", f, img->h.sname[f], img->dirpath);
+        int r = open_file(img, img->dirfd, img->h.sname[f], disp, rw, &img->fd[f]);
+        if (r < 0)
+            return r;
+        size_t pl = strlen(img->dirpath) + strlen(img->h.sname[f]) + 2;
+        img->fpath[f] = malloc(pl);
+        if (!img->fpath[f])
+            return pcow__err(img, ENOMEM, "out of memory");
+        snprintf(img->fpath[f], pl, "%s/%s", img->dirpath, img->h.sname[f]);
+        if (fstat(img->fd[f], &st) < 0)
+            return pcow__err(img, errno, "cannot stat %s", img->fpath[f]);
+        img->fsize[f] = (uint64_t)st.st_size;
+    }
+    compute_end(img);
+    img->refmap_n = img->end / img->csize;
+    img->refmap = calloc(img->refmap_n / 8 + 1, 1);
+    if (!img->refmap)
+        return pcow__err(img, ENOMEM, "image end 0x%llx needs too large a cluster map", (unsigned long long)img->end);
+    if (img->refmap_n)
+        img->refmap[0] |= 1; /* header cluster */
+    int r = read_dir(img);
+    if (r < 0)
+        return r;
+    if (r == 0) {
+        if (img->ck)
+            img->ck->dir_ok = true;
+        for (uint32_t i = 0; i < img->nlayers; i++) {
+            r = read_tables(img, &img->layers[i]);
+            if (r < 0)
+                return r;
+        }
+    } else {
+        /* check mode with an unreadable directory: no layers to walk */
+        free(img->layers);
+        img->layers = NULL;
+        img->nlayers = 0;
+    }
+    if (!img->ck) {
+        free(img->refmap);
+        img->refmap = NULL;
+    }
+    /* base chain */
+    if (img->h.base_fmt && !(flags & PCOW_OPEN_NO_BASE)) {
+        dev_t ldevs[PCOW_MAX_BASE_DEPTH + 2];
+        ino_t linos[PCOW_MAX_BASE_DEPTH + 2];
+        if (!devs) {
+            devs = ldevs;
+            inos = linos;
+            ldevs[0] = st.st_dev;
+            linos[0] = st.st_ino;
+            depth = 0;
+        }
+        r = pcow__resolve_base(img, img->h.base, (int)img->h.base_fmt, flags, &img->base, &img->base_fd,
+                               &img->base_size, img->base_resolved, sizeof img->base_resolved, depth, devs, inos);
+        if (r < 0) {
+            if (!img->ck)
+                return r;
+            if (r == -ENOENT || r == -EAGAIN || r == -EACCES) {
+                img->ck->res->check_errors++;
+                if (img->ck->msg)
+                    img->ck->msg(img->ck->ctx, "error", img->err);
+            } else {
+                img->ck->res->corruptions++;
+                if (img->ck->msg)
+                    img->ck->msg(img->ck->ctx, "corruption", img->err);
+            }
+        }
+    }
+    if (rw && !img->ck && !img->broken) {
+        struct hdr nh = img->h;
+        nh.flags |= HDR_FLAG_DIRTY;
+        r = pcow__write_header(img, &nh);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+int pcow__open_chain(const char *path, unsigned flags, int depth, dev_t *devs, ino_t *inos, struct ckctx *ck,
+                     pcow_image **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if ((flags & PCOW_OPEN_NO_LOCK) && (flags & PCOW_OPEN_RDWR)) {
+        pcow__copyerr(err, errlen, "PCOW_OPEN_NO_LOCK is only allowed for read-only opens");
+        return -EINVAL;
+    }
+    pcow_image *img = img_new(path);
+    if (!img) {
+        pcow__copyerr(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    img->ck = ck;
+    int r = load(img, flags, depth, devs, inos);
+    if (r < 0 && !ck) {
+        pcow__copyerr(err, errlen, img->err);
+        pcow__free(img);
+        return r;
+    }
+    if (r < 0)
+        pcow__copyerr(err, errlen, img->err);
+    *out = img;
+    return r;
+}
+
+int pcow_open(const char *path, unsigned flags, pcow_image **out, char *err, size_t errlen)
+{
+    if (!path || !out) {
+        pcow__copyerr(err, errlen, "pcow_open: path and out are required");
+        return -EINVAL;
+    }
+    return pcow__open_chain(path, flags, 0, NULL, NULL, NULL, out, err, errlen);
+}
+
+int pcow__write_header(pcow_image *img, const struct hdr *nh)
+{
+    uint8_t b[HDR_SLOT_SIZE];
+    struct hdr h = *nh;
+    h.gen = img->h.gen + 1;
+    /* Write the slot we did not load from first: a crash while writing it leaves the loaded
+     * slot intact. Then bring the other slot up to date. */
+    int first = 1 - img->cur_slot;
+    for (int k = 0; k < 2; k++) {
+        int s = k == 0 ? first : img->cur_slot;
+        pcow__hdr_encode(&h, s, b);
+        int r = pcow__pwrite(img, b, HDR_SLOT_SIZE, s ? HDR_SLOT1_OFF : 0);
+        if (r == 0)
+            r = pcow__persist_all(img);
+        if (r < 0) {
+            img->broken = true;
+            return r;
+        }
+        img->slot_valid[s] = true;
+    }
+    img->h = h;
+    return 0;
+}
+
+static void encode_dir(const pcow_image *img, const struct layer *layers, uint32_t n, uint8_t *b)
+{
+    (void)img;
+    for (uint32_t i = 0; i < n; i++) {
+        uint8_t *p = b + (size_t)i * DIR_REC_SIZE;
+        const struct layer *L = &layers[i];
+        memset(p, 0, DIR_REC_SIZE);
+        p32(p, L->id);
+        p32(p + 4, L->parent_id);
+        p64(p + 8, L->l1_off);
+        p64(p + 16, L->ctime_sec);
+        p32(p + 24, L->ctime_nsec);
+        size_t nl = strlen(L->name);
+        p32(p + 32, (uint32_t)nl);
+        memcpy(p + 40, L->name, nl);
+    }
+}
+
+/* Durably switch to a new layer directory (and header fields from nh if given): the
+ * directory goes into freshly appended clusters, then the header (both slots) points at it. */
+int pcow__write_dir(pcow_image *img, struct layer *layers, uint32_t n, uint32_t active_id, uint32_t next_id,
+                    const struct hdr *nh_in)
+{
+    if (n == 0 || n > PCOW_MAX_LAYERS)
+        return pcow__err(img, ENOSPC, "too many layers (%u, at most %d)", n, PCOW_MAX_LAYERS);
+    uint64_t bytes = (uint64_t)n * DIR_REC_SIZE, sp = span(img, bytes), addr;
+    uint8_t *b = calloc(1, sp);
+    if (!b)
+        return pcow__err(img, ENOMEM, "out of memory");
+    encode_dir(img, layers, n, b);
+    int r = pcow__reserve(img, sp / img->csize, &addr);
+    if (r == 0)
+        r = pcow__pwrite(img, b, sp, addr);
+    if (r == 0)
+        r = pcow__persist_all(img);
+    struct hdr nh = nh_in ? *nh_in : img->h;
+    nh.dir_off = addr;
+    nh.dir_count = n;
+    nh.dir_crc = pcow_crc32c(0, b, bytes);
+    nh.active_id = active_id;
+    nh.next_id = next_id;
+    free(b);
+    if (r < 0)
+        return r;
+    return pcow__write_header(img, &nh);
+}
+
+/* A fresh, empty L1 table for L (zeros from fallocate). */
+int pcow__new_l1(pcow_image *img, struct layer *L)
+{
+    L->l1 = calloc(img->l1n ? img->l1n : 1, 8);
+    L->l2 = calloc(img->l1n ? img->l1n : 1, sizeof(uint64_t *));
+    if (!L->l1 || !L->l2)
+        return pcow__err(img, ENOMEM, "out of memory");
+    return pcow__reserve(img, img->l1_span / img->csize, &L->l1_off);
+}
+
+/* Shadow-write all of L's tables into new clusters (L2 tables that became empty are dropped)
+ * and point L at them in memory; the caller makes the switch durable with pcow__write_dir. */
+int pcow__write_tables(pcow_image *img, struct layer *L)
+{
+    uint8_t *b = calloc(1, img->l1_span > img->csize ? img->l1_span : img->csize);
+    if (!b)
+        return pcow__err(img, ENOMEM, "out of memory");
+    int r = 0;
+    L->owned = 0;
+    for (uint64_t i = 0; i < img->l1n && r == 0; i++) {
+        uint64_t *t = L->l2[i];
+        L->l1[i] = 0;
+        if (!t)
+            continue;
+        bool any = false;
+        for (uint64_t k = 0; k < img->l2n; k++) {
+            p64(b + k * 16, t[2 * k]);
+            p64(b + k * 16 + 8, t[2 * k] ? t[2 * k + 1] : 0);
+            if (t[2 * k]) {
+                any = true;
+                L->owned++;
+            }
+        }
+        if (!any) {
+            free(t);
+            L->l2[i] = NULL;
+            continue;
+        }
+        uint64_t a;
+        r = pcow__reserve(img, 1, &a);
+        if (r == 0)
+            r = pcow__pwrite(img, b, img->csize, a);
+        L->l1[i] = a;
+    }
+    if (r == 0) {
+        memset(b, 0, img->l1_span);
+        for (uint64_t i = 0; i < img->l1n; i++)
+            p64(b + i * 8, L->l1[i]);
+        r = pcow__reserve(img, img->l1_span / img->csize, &L->l1_off);
+        if (r == 0)
+            r = pcow__pwrite(img, b, img->l1_span, L->l1_off);
+    }
+    free(b);
+    if (r == 0)
+        r = pcow__persist_all(img);
+    return r;
+}
+
+void pcow__relink(pcow_image *img)
+{
+    for (uint32_t i = 0; i < img->nlayers; i++) {
+        struct layer *L = &img->layers[i];
+        L->parent = -1;
+        if (L->id == img->h.active_id)
+            img->active = i;
+        for (uint32_t j = 0; j < img->nlayers; j++)
+            if (L->parent_id && img->layers[j].id == L->parent_id)
+                L->parent = (int)j;
+    }
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Every cluster the current state references (directory, L1, L2, data), sorted. */
+int pcow__collect_refs(pcow_image *img, uint64_t **out, size_t *n)
+{
+    size_t cap = 64, cnt = 0;
+    uint64_t *a = malloc(cap * 8);
+    if (!a)
+        return pcow__err(img, ENOMEM, "out of memory");
+#define PUSH(x)                                                    \
+    do {                                                           \
+        if (cnt == cap) {                                          \
+            uint64_t *na = realloc(a, cap * 2 * 8);                \
+            if (!na) {                                             \
+                free(a);                                           \
+                return pcow__err(img, ENOMEM, "out of memory");    \
+            }                                                      \
+            a = na;                                                \
+            cap *= 2;                                              \
+        }                                                          \
+        a[cnt++] = (x);                                            \
+    } while (0)
+    uint64_t dsp = span(img, (uint64_t)img->h.dir_count * DIR_REC_SIZE);
+    for (uint64_t o = 0; o < dsp; o += img->csize)
+        PUSH(img->h.dir_off + o);
+    for (uint32_t i = 0; i < img->nlayers; i++) {
+        struct layer *L = &img->layers[i];
+        for (uint64_t o = 0; o < img->l1_span; o += img->csize)
+            PUSH(L->l1_off + o);
+        for (uint64_t j = 0; j < img->l1n; j++) {
+            if (!L->l2[j])
+                continue;
+            if (L->l1[j])
+                PUSH(L->l1[j]);
+            for (uint64_t k = 0; k < img->l2n; k++)
+                if (L->l2[j][2 * k])
+                    PUSH(L->l2[j][2 * k] & ~(img->csize - 1));
+        }
+    }
+#undef PUSH
+    qsort(a, cnt, 8, cmp_u64);
+    *out = a;
+    *n = cnt;
+    return 0;
+}
+
+/* After a durable switch: free every cluster of `old` that the new state does not reference. */
+void pcow__free_unreferenced(pcow_image *img, uint64_t *old, size_t nold)
+{
+    uint64_t *nw;
+    size_t nn;
+    if (pcow__collect_refs(img, &nw, &nn) < 0)
+        return; /* leaks only */
+    size_t j = 0;
+    for (size_t i = 0; i < nold; i++) {
+        while (j < nn && nw[j] < old[i])
+            j++;
+        if (j < nn && nw[j] == old[i])
+            continue;
+        if (i > 0 && old[i] == old[i - 1])
+            continue;
+        pcow__free_clusters(img, old[i], 1);
+    }
+    free(nw);
+}
+
+int pcow_close(pcow_image *img, char *err, size_t errlen)
+{
+    if (!img)
+        return 0;
+    int r = 0;
+    if (img->rw && !img->broken && (img->h.flags & HDR_FLAG_DIRTY)) {
+        struct hdr nh = img->h;
+        nh.flags &= ~HDR_FLAG_DIRTY;
+        r = pcow__write_header(img, &nh);
+        if (r < 0)
+            pcow__copyerr(err, errlen, img->err);
+    }
+    pcow__free(img);
+    return r;
+}
+
+int pcow_probe_format(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    uint8_t m[8];
+    ssize_t r = pread(fd, m, 8, 0);
+    close(fd);
+    return (r == 8 && !memcmp(m, pcow_magic, 8)) ? PCOW_BASE_PCOW : PCOW_BASE_RAW;
+}
+
+static int create_fail(pcow_image *img, char *err, size_t errlen, int r)
+{
+    pcow__copyerr(err, errlen, img->err);
+    pcow__free(img);
+    return r;
+}
+
+int pcow_create(const char *path, const struct pcow_create_opts *o, char *err, size_t errlen)
+{
+    pcow_image *img = img_new(path);
+    if (!img) {
+        pcow__copyerr(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    uint32_t cs = o->cluster_size ? o->cluster_size : 65536;
+    if (cs & (cs - 1) || cs < (1u << PCOW_MIN_CLUSTER_BITS) || cs > (1u << PCOW_MAX_CLUSTER_BITS))
+        return create_fail(img, err, errlen, pcow__err(img, EINVAL, "cluster size %u is not a power of two between 4 KiB and 2 MiB", cs));
+    uint32_t cbits = (uint32_t)__builtin_ctz(cs);
+    uint32_t smin = cbits > 18 ? cbits - 6 : 12;
+    uint32_t ss = o->subunit_size ? o->subunit_size : (1u << smin);
+    if (ss & (ss - 1) || ss < (1u << smin) || ss > cs)
+        return create_fail(img, err, errlen, pcow__err(img, EINVAL, "sub-unit size %u must be a power of two between %u and the cluster size %u", ss, 1u << smin, cs));
+    uint32_t ns = o->stripe_count ? o->stripe_count : 1;
+    if (ns > PCOW_MAX_STRIPES)
+        return create_fail(img, err, errlen, pcow__err(img, EINVAL, "stripe count %u exceeds %d", ns, PCOW_MAX_STRIPES));
+    uint64_t su = o->stripe_unit ? o->stripe_unit : cs;
+    if (su & (su - 1) || su < cs || su > (1ull << MAX_STRIPE_UNIT_BITS))
+        return create_fail(img, err, errlen, pcow__err(img, EINVAL, "stripe unit %llu must be a power of two between the cluster size and 1 GiB", (unsigned long long)su));
+    img->dirfd = open(img->dirpath, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (img->dirfd < 0)
+        return create_fail(img, err, errlen, pcow__err(img, errno, "cannot open directory %s: %s", img->dirpath, strerror(errno)));
+    struct hdr *h = &img->h;
+    h->gen = 0;
+    h->cbits = cbits;
+    h->sbits = (uint32_t)__builtin_ctz(ss);
+    h->nstripes = ns;
+    h->ubits = (uint32_t)__builtin_ctzll(su);
+    h->incompat = ns > 1 ? INCOMPAT_STRIPES : 0;
+    h->active_id = 1;
+    h->next_id = 2;
+    h->dir_count = 1;
+    uint64_t vsize = o->virtual_size;
+    /* base: validated and opened before the image file is touched (it might be the same file) */
+    struct stat st_img;
+    bool img_exists = stat(path, &st_img) == 0;
+    if (o->base && o->base[0]) {
+        char why[700];
+        int r = pcow__check_base_path(o->base, o->allow_unsafe_base, why, sizeof why);
+        if (r < 0)
+            return create_fail(img, err, errlen, pcow__err(img, r, "%s", why));
+        h->base_len = (uint32_t)strlen(o->base);
+        memcpy(h->base, o->base, h->base_len + 1);
+        h->base_fmt = (uint32_t)o->base_format;
+        if (!o->no_base_check) {
+            dev_t devs[PCOW_MAX_BASE_DEPTH + 2];
+            ino_t inos[PCOW_MAX_BASE_DEPTH + 2];
+            devs[0] = img_exists ? st_img.st_dev : 0;
+            inos[0] = img_exists ? st_img.st_ino : 0;
+            pcow_image *b = NULL;
+            int bfd = -1;
+            uint64_t bsize = 0;
+            char res[4096];
+            r = pcow__resolve_base(img, o->base, o->base_format, (o->allow_unsafe_base ? PCOW_OPEN_UNSAFE_BASE : 0) | PCOW_OPEN_NO_LOCK,
+                                   &b, &bfd, &bsize, res, sizeof res, 0, devs, inos);
+            if (r < 0)
+                return create_fail(img, err, errlen, r);
+            h->base_fmt = (uint32_t)r;
+            if (b)
+                pcow__free(b);
+            if (bfd >= 0)
+                close(bfd);
+            if (!vsize)
+                vsize = bsize;
+        } else if (!h->base_fmt) {
+            return create_fail(img, err, errlen, pcow__err(img, EINVAL, "a base format is needed when the base is not opened"));
+        }
+    }
+    if (vsize == 0 || vsize > MAX_VIRTUAL_SIZE)
+        return create_fail(img, err, errlen, pcow__err(img, EINVAL, "virtual size %llu is outside 1 byte .. 4 PiB", (unsigned long long)vsize));
+    h->vsize = vsize;
+    derive(img);
+    if (img->l1_span > (64ull << 20))
+        return create_fail(img, err, errlen, pcow__err(img, EINVAL, "virtual size %llu needs an L1 table of %llu MiB per layer; use larger clusters",
+                                                       (unsigned long long)vsize, (unsigned long long)(img->l1_span >> 20)));
+    const char *bn = strrchr(path, '/');
+    bn = bn ? bn + 1 : path;
+    for (uint32_t f = 1; f < ns; f++) {
+        int l = snprintf(h->sname[f], sizeof h->sname[f], "%s.s%u", bn, f);
+        if (l < 0 || l > PCOW_STRIPE_NAME_MAX)
+            return create_fail(img, err, errlen, pcow__err(img, ENAMETOOLONG, "image file name too long for stripe file names"));
+    }
+    /* files: lock before truncating, so a running user of an existing image is not destroyed */
+    img->rw = true;
+    for (uint32_t f = 0; f < ns; f++) {
+        const char *name = f ? h->sname[f] : bn;
+        int fd = openat(img->dirfd, name, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0)
+            return create_fail(img, err, errlen, pcow__err(img, errno, "cannot create %s: %s", name, strerror(errno)));
+        img->fd[f] = fd;
+        size_t pl = strlen(img->dirpath) + strlen(name) + 2;
+        img->fpath[f] = malloc(pl);
+        if (!img->fpath[f])
+            return create_fail(img, err, errlen, pcow__err(img, ENOMEM, "out of memory"));
+        snprintf(img->fpath[f], pl, "%s/%s", img->dirpath, name);
+        if (lock_fd(fd, true) < 0)
+            return create_fail(img, err, errlen, pcow__err(img, EAGAIN, "%s is locked by another process; not overwriting it", img->fpath[f]));
+        if (ftruncate(fd, 0) < 0)
+            return create_fail(img, err, errlen, pcow__err(img, errno, "cannot truncate %s: %s", img->fpath[f], strerror(errno)));
+    }
+    /* header cluster, then the directory, then the empty L1 */
+    uint64_t a;
+    int r = pcow__reserve(img, 1, &a);
+    if (r < 0)
+        return create_fail(img, err, errlen, r);
+    struct layer L = {.id = 1, .parent_id = 0, .parent = -1};
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    L.ctime_sec = (uint64_t)ts.tv_sec;
+    L.ctime_nsec = (uint32_t)ts.tv_nsec;
+    uint64_t dsp = span(img, DIR_REC_SIZE);
+    r = pcow__reserve(img, dsp / img->csize, &h->dir_off);
+    if (r == 0)
+        r = pcow__new_l1(img, &L);
+    uint8_t *b = calloc(1, dsp);
+    if (r == 0 && !b)
+        r = pcow__err(img, ENOMEM, "out of memory");
+    if (r == 0) {
+        encode_dir(img, &L, 1, b);
+        h->dir_crc = pcow_crc32c(0, b, DIR_REC_SIZE);
+        r = pcow__pwrite(img, b, dsp, h->dir_off);
+    }
+    free(b);
+    free(L.l1);
+    free(L.l2);
+    uint8_t hb[HDR_SLOT_SIZE];
+    for (int s = 0; s < 2 && r == 0; s++) {
+        pcow__hdr_encode(h, s, hb);
+        r = pcow__pwrite(img, hb, HDR_SLOT_SIZE, s ? HDR_SLOT1_OFF : 0);
+    }
+    if (r == 0)
+        r = pcow__persist_all(img);
+    if (r < 0)
+        return create_fail(img, err, errlen, r);
+    pcow__free(img);
+    return 0;
+}

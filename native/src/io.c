@@ -1,0 +1,182 @@
+/* I/O at logical image addresses over the stripe files, append-only allocation, freeing. */
+#define _GNU_SOURCE
+#include "pcow_internal.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+void pcow__addr(const pcow_image *img, uint64_t addr, uint32_t *f, uint64_t *off)
+{
+    if (img->nfiles <= 1) {
+        *f = 0;
+        *off = addr;
+        return;
+    }
+    uint64_t u = addr >> img->h.ubits;
+    *f = (uint32_t)(u % img->nfiles);
+    *off = ((u / img->nfiles) << img->h.ubits) | (addr & (img->unit - 1));
+}
+
+void pcow_addr_to_file(const pcow_image *img, uint64_t addr, uint32_t *file, uint64_t *off)
+{
+    pcow__addr(img, addr, file, off);
+}
+
+/* Does [addr, addr+len) lie inside the stripe files as they are now? len <= stripe unit
+ * pieces are checked one by one. */
+bool pcow__in_file(const pcow_image *img, uint64_t addr, uint64_t len)
+{
+    while (len) {
+        uint32_t f;
+        uint64_t off;
+        uint64_t n = img->unit - (addr & (img->unit - 1));
+        if (n > len)
+            n = len;
+        pcow__addr(img, addr, &f, &off);
+        if (off > img->fsize[f] || img->fsize[f] - off < n)
+            return false;
+        addr += n;
+        len -= n;
+    }
+    return true;
+}
+
+static int rw_loop(pcow_image *img, bool wr, void *buf, uint64_t len, uint64_t addr)
+{
+    uint8_t *p = buf;
+    while (len) {
+        uint32_t f;
+        uint64_t off;
+        uint64_t n = img->unit - (addr & (img->unit - 1));
+        if (n > len)
+            n = len;
+        pcow__addr(img, addr, &f, &off);
+        uint64_t done = 0;
+        while (done < n) {
+            ssize_t r = wr ? pwrite(img->fd[f], p + done, n - done, (off_t)(off + done))
+                           : pread(img->fd[f], p + done, n - done, (off_t)(off + done));
+            if (r < 0) {
+                if (errno == EINTR)
+                    continue;
+                int e = errno;
+                return pcow__err(img, e, "%s at 0x%llx (%s): %s", wr ? "write" : "read",
+                                 (unsigned long long)(off + done), img->fpath[f], strerror(e));
+            }
+            if (r == 0)
+                return pcow__err(img, EIO, "short read at 0x%llx: %s ends at 0x%llx",
+                                 (unsigned long long)(off + done), img->fpath[f],
+                                 (unsigned long long)(off + done));
+            done += (uint64_t)r;
+        }
+        if (wr && off + n > img->fsize[f])
+            img->fsize[f] = off + n;
+        p += n;
+        addr += n;
+        len -= n;
+    }
+    return 0;
+}
+
+int pcow__pread(pcow_image *img, void *buf, uint64_t len, uint64_t addr)
+{
+    return rw_loop(img, false, buf, len, addr);
+}
+
+int pcow__pwrite(pcow_image *img, const void *buf, uint64_t len, uint64_t addr)
+{
+    return rw_loop(img, true, (void *)buf, len, addr);
+}
+
+static int default_persist(void *ctx, int fd, uint64_t off, uint64_t len)
+{
+    (void)ctx;
+    (void)off;
+    (void)len;
+    while (fdatasync(fd) < 0) {
+        if (errno != EINTR)
+            return -errno;
+    }
+    return 0;
+}
+
+void pcow_set_persist(pcow_image *img, pcow_persist_fn fn, void *ctx)
+{
+    img->persist = fn ? fn : default_persist;
+    img->persist_ctx = fn ? ctx : NULL;
+}
+
+int pcow__persist_all(pcow_image *img)
+{
+    if (!img->persist)
+        img->persist = default_persist;
+    for (uint32_t f = 0; f < img->nfiles; f++) {
+        int r = img->persist(img->persist_ctx, img->fd[f], 0, img->fsize[f]);
+        if (r < 0)
+            return pcow__err(img, r, "cannot make %s durable: %s", img->fpath[f], strerror(-r));
+    }
+    return 0;
+}
+
+/* Append n clusters at the logical end; the space is allocated (fallocate) so a later write
+ * cannot fail with ENOSPC. Content reads as zeros. */
+int pcow__reserve(pcow_image *img, uint64_t n, uint64_t *addr)
+{
+    if (!img->rw)
+        return pcow__err(img, EROFS, "image is open read-only");
+    uint64_t a = img->end;
+    for (uint64_t i = 0; i < n; i++) {
+        uint32_t f;
+        uint64_t off;
+        pcow__addr(img, a + i * img->csize, &f, &off);
+        if (fallocate(img->fd[f], 0, (off_t)off, (off_t)img->csize) < 0) {
+            int e = errno;
+            if (e != EOPNOTSUPP)
+                return pcow__err(img, e, "cannot allocate a cluster at 0x%llx in %s: %s",
+                                 (unsigned long long)off, img->fpath[f], strerror(e));
+            if (off + img->csize > img->fsize[f] && ftruncate(img->fd[f], (off_t)(off + img->csize)) < 0) {
+                e = errno;
+                return pcow__err(img, e, "cannot extend %s: %s", img->fpath[f], strerror(e));
+            }
+        }
+        if (off + img->csize > img->fsize[f])
+            img->fsize[f] = off + img->csize;
+    }
+    img->end = a + n * img->csize;
+    *addr = a;
+    return 0;
+}
+
+int pcow_reserve(pcow_image *img, uint32_t n, uint64_t *addr)
+{
+    if (img->broken)
+        return pcow__err(img, EIO, "image state is unknown after an earlier failure; reopen it");
+    if (n == 0)
+        return pcow__err(img, EINVAL, "cannot reserve 0 clusters");
+    return pcow__reserve(img, n, addr);
+}
+
+/* Release clusters nothing references any more: punch holes (the file keeps its size, so
+ * allocation stays append-only). Where punching is unsupported, zero them so that check
+ * does not count them as leaks. Best effort: failures leave leaks, never corruption. */
+void pcow__free_clusters(pcow_image *img, uint64_t addr, uint64_t n)
+{
+    for (uint64_t i = 0; i < n; i++) {
+        uint32_t f;
+        uint64_t off;
+        pcow__addr(img, addr + i * img->csize, &f, &off);
+        if (off >= img->fsize[f])
+            continue;
+        if (fallocate(img->fd[f], FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)img->csize) < 0) {
+            uint8_t *z = calloc(1, img->csize);
+            if (z) {
+                if (pwrite(img->fd[f], z, img->csize, (off_t)off) < 0) {
+                    /* left as a leak; check reports it */
+                }
+                free(z);
+            }
+        }
+    }
+}

@@ -1,0 +1,134 @@
+/* Internal structures of libpcow. On-disk layout: see native/FORMAT.md. */
+#ifndef PCOW_INTERNAL_H
+#define PCOW_INTERNAL_H
+
+#include "pcow.h"
+#include <stdarg.h>
+#include <sys/types.h>
+
+#define HDR_SLOT_SIZE 2048u
+#define HDR_SLOT1_OFF 2048u
+#define DIR_REC_SIZE 128u
+#define L2_ENTRY_SIZE 16u
+#define ENTRY_PARTIAL 0x1ull
+#define HDR_FLAG_DIRTY 0x1ull
+#define INCOMPAT_STRIPES 0x1ull
+#define INCOMPAT_KNOWN INCOMPAT_STRIPES
+#define MAX_VIRTUAL_SIZE (1ull << 52) /* 4 PiB */
+#define MAX_STRIPE_UNIT_BITS 30
+
+extern const uint8_t pcow_magic[8];
+
+struct hdr {
+    uint64_t gen, incompat, compat, flags;
+    uint32_t cbits, sbits;
+    uint64_t vsize, dir_off;
+    uint32_t dir_count, dir_crc, active_id, next_id, nstripes, ubits, base_fmt;
+    uint32_t base_len;
+    char base[PCOW_BASE_PATH_MAX + 1];
+    char sname[PCOW_MAX_STRIPES][PCOW_STRIPE_NAME_MAX + 1]; /* [0] unused */
+};
+
+struct layer {
+    uint32_t id, parent_id;
+    uint64_t l1_off;
+    uint64_t ctime_sec;
+    uint32_t ctime_nsec;
+    char name[PCOW_LAYER_NAME_MAX + 1];
+    uint64_t *l1;   /* host-order L2 table addresses, l1n entries */
+    uint64_t **l2;  /* in-memory L2 tables (2 words per entry), NULL = none */
+    int parent;     /* index in layers[], -1 = bottom */
+    uint64_t owned; /* data clusters referenced */
+};
+
+struct ckctx {
+    pcow_check_msg_fn msg;
+    void *ctx;
+    struct pcow_check_result *res;
+    bool dir_ok;
+};
+
+struct pcow_image {
+    char *path;
+    char *dirpath;
+    int dirfd;
+    unsigned flags;
+    bool rw;
+    bool broken;
+    uint32_t nfiles;
+    int fd[PCOW_MAX_STRIPES];
+    char *fpath[PCOW_MAX_STRIPES];
+    uint64_t fsize[PCOW_MAX_STRIPES];
+    struct hdr h;
+    int cur_slot;           /* slot the header was loaded from */
+    bool slot_valid[2];
+    uint64_t csize, ssize, unit;
+    uint32_t nsub;
+    uint64_t nclusters, l2n, l1n, l1_span, l2_mask;
+    uint64_t end;           /* logical end, cluster aligned */
+    struct layer *layers;
+    uint32_t nlayers, active;
+    /* base chain */
+    pcow_image *base;       /* pcow base */
+    int base_fd;            /* raw base, -1 if none */
+    uint64_t base_size;     /* bytes readable from the base (virtual size / raw file size) */
+    char base_resolved[4096];
+    pcow_persist_fn persist;
+    void *persist_ctx;
+    struct ckctx *ck;       /* non-NULL while pcow_check loads the image */
+    uint8_t *refmap;        /* one bit per cluster of [0, end) while loading */
+    uint64_t refmap_n;
+    char err[1024];
+};
+
+/* errors */
+int pcow__err(pcow_image *img, int e, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void pcow__copyerr(char *dst, size_t n, const char *src);
+int pcow__corrupt(pcow_image *img, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* header / directory encoding */
+void pcow__hdr_encode(const struct hdr *h, int slot, uint8_t *buf);
+int pcow__hdr_decode(const uint8_t *buf, int slot, struct hdr *h, char *why, size_t whylen);
+int pcow__write_header(pcow_image *img, const struct hdr *nh);
+
+/* io at logical addresses */
+void pcow__addr(const pcow_image *img, uint64_t addr, uint32_t *f, uint64_t *off);
+int pcow__pread(pcow_image *img, void *buf, uint64_t len, uint64_t addr);
+int pcow__pwrite(pcow_image *img, const void *buf, uint64_t len, uint64_t addr);
+int pcow__persist_all(pcow_image *img);
+int pcow__reserve(pcow_image *img, uint64_t n, uint64_t *addr);
+void pcow__free_clusters(pcow_image *img, uint64_t addr, uint64_t n);
+bool pcow__in_file(const pcow_image *img, uint64_t addr, uint64_t len);
+
+/* tables */
+static inline uint64_t ent_w0(const pcow_image *img, const struct layer *L, uint64_t vc)
+{
+    uint64_t *t = __atomic_load_n(&L->l2[vc / img->l2n], __ATOMIC_ACQUIRE);
+    return t ? __atomic_load_n(&t[2 * (vc % img->l2n)], __ATOMIC_ACQUIRE) : 0;
+}
+static inline uint64_t ent_w1(const pcow_image *img, const struct layer *L, uint64_t vc)
+{
+    uint64_t *t = __atomic_load_n(&L->l2[vc / img->l2n], __ATOMIC_ACQUIRE);
+    return t ? __atomic_load_n(&t[2 * (vc % img->l2n) + 1], __ATOMIC_ACQUIRE) : 0;
+}
+int pcow__set_entry(pcow_image *img, uint32_t li, uint64_t vc, uint64_t w0, uint64_t w1);
+uint64_t pcow__full_bitmap(const pcow_image *img);
+int pcow__read_layer(pcow_image *img, int li, uint64_t vc, uint64_t o, uint64_t len, uint8_t *buf);
+int pcow__read_base(pcow_image *img, uint64_t off, uint64_t len, uint8_t *buf);
+int pcow__open_chain(const char *path, unsigned flags, int depth, dev_t *devs, ino_t *inos,
+                     struct ckctx *ck, pcow_image **out, char *err, size_t errlen);
+void pcow__free(pcow_image *img);
+void pcow__free_layer(pcow_image *img, struct layer *L);
+int pcow__write_dir(pcow_image *img, struct layer *layers, uint32_t n, uint32_t active_id,
+                    uint32_t next_id, const struct hdr *base_hdr);
+int pcow__new_l1(pcow_image *img, struct layer *L);
+int pcow__write_tables(pcow_image *img, struct layer *L);
+int pcow__resolve_base(pcow_image *img, const char *stored, int fmt, unsigned flags,
+                       pcow_image **bimg, int *bfd, uint64_t *bsize, char *resolved, size_t rlen,
+                       int depth, dev_t *devs, ino_t *inos);
+int pcow__check_base_path(const char *p, bool allow_unsafe, char *why, size_t whylen);
+int pcow__collect_refs(pcow_image *img, uint64_t **out, size_t *n);
+void pcow__free_unreferenced(pcow_image *img, uint64_t *old, size_t nold);
+void pcow__relink(pcow_image *img);
+
+#endif
