@@ -8,7 +8,7 @@ import type { Cell } from './cell.ts';
 import { checkExperiment } from './check.ts';
 import { ExperimentError, formatPath, type PathProblem, type Problem } from './errors.ts';
 import { duplicateKeys, locate, pathAtOffset } from './locate.ts';
-import type { WorkloadLookup } from './matrix.ts';
+import type { PlanOptions, WorkloadLookup } from './matrix.ts';
 import { Experiment, type ExperimentConfig } from './schema.ts';
 import { convertIssues, friendlyError } from './zod-issues.ts';
 import { getWorkload, workloadTools } from '../workloads/registry.ts';
@@ -52,7 +52,7 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
 export function parseExperiment(
   text: string,
   file: string,
-  opts: { lookup: WorkloadLookup; tools: readonly string[] },
+  opts: PlanOptions,
 ): { config: ExperimentConfig; cells: Cell[] } {
   const lc = new LineCounter();
   // uniqueKeys off: duplicateKeys() reports both places of a repeated key, yaml would say one.
@@ -81,11 +81,33 @@ export function parseExperiment(
   }
 
   const parsed = Experiment.safeParse(data, { error: friendlyError });
-  if (!parsed.success) throw new ExperimentError(at(convertIssues(parsed.error.issues, { schema: Experiment, data })));
+  if (!parsed.success) {
+    const problems = convertIssues(parsed.error.issues, { schema: Experiment, data });
+    problems.push(...sectionChecks(data, parsed.error.issues, opts));
+    throw new ExperimentError(at(problems));
+  }
 
   const { cells, problems } = checkExperiment(parsed.data, opts);
   if (problems.length > 0) throw new ExperimentError(at(problems));
   return { config: parsed.data, cells };
+}
+
+/**
+ * The cross-checks need only the workloads, matrix and figures sections: when those are valid,
+ * run them even though another section is not, so one round of fixes shows every problem.
+ */
+function sectionChecks(data: unknown, issues: readonly { path: readonly PropertyKey[] }[], opts: PlanOptions): PathProblem[] {
+  if (!data || typeof data !== 'object' || Array.isArray(data)) return [];
+  const failed = new Set(issues.map((i) => i.path[0]));
+  if (failed.has('workloads') || failed.has('matrix')) return [];
+  const d = data as Record<string, unknown>;
+  const partial = Experiment.safeParse({
+    name: 'partial',
+    workloads: d['workloads'],
+    matrix: d['matrix'],
+    figures: failed.has('figures') ? [] : d['figures'],
+  });
+  return partial.success ? checkExperiment(partial.data, opts).problems : [];
 }
 
 function place(doc: Document, lc: LineCounter, file: string, p: PathProblem): Problem {
