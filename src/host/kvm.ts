@@ -7,7 +7,7 @@
 // and an initramfs of busybox-static whose /init prints the marker and powers off.
 import { createHash, randomBytes } from 'node:crypto';
 import { constants, existsSync } from 'node:fs';
-import { access, mkdtemp, open, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { access, chmod, mkdtemp, open, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -112,6 +112,7 @@ async function fetchKernel(opts: { signal?: AbortSignal }): Promise<ProbeKernel>
   const hit = await readCached(dir);
   if (hit) return hit;
 
+  await removeStaleTemps(base);
   const tmp = await mkdtemp(join(base, '.tmp-'));
   try {
     await aptRun('apt-get', ['download', `${wanted.package}=${wanted.version}`], { cwd: tmp, signal: opts.signal, timeoutMs: 10 * 60_000 });
@@ -125,6 +126,7 @@ async function fetchKernel(opts: { signal?: AbortSignal }): Promise<ProbeKernel>
     if (!vmlinuz) throw new Error(`${wanted.package} ${wanted.version} holds no /boot/vmlinuz-*`);
     const meta: KernelMeta = { ...wanted, release: vmlinuz.slice('vmlinuz-'.length), fetchedAt: new Date().toISOString() };
     await writeFile(join(tmp, META), `${JSON.stringify(meta, null, 2)}\n`);
+    await chmod(tmp, 0o755); // mkdtemp makes it private; the cache is shared
     try {
       await rename(tmp, dir);
     } catch (e) {
@@ -136,6 +138,15 @@ async function fetchKernel(opts: { signal?: AbortSignal }): Promise<ProbeKernel>
     return kernelFrom(dir, meta);
   } finally {
     await rm(tmp, { recursive: true, force: true });
+  }
+}
+
+/** Extractions an interrupted run left behind (older than an hour: not one in progress). */
+async function removeStaleTemps(base: string): Promise<void> {
+  for (const name of await readdir(base).catch(() => [] as string[])) {
+    if (!name.startsWith('.tmp-')) continue;
+    const s = await stat(join(base, name)).catch(() => null);
+    if (s && Date.now() - s.mtimeMs > 3_600_000) await rm(join(base, name), { recursive: true, force: true });
   }
 }
 
