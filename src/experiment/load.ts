@@ -43,7 +43,7 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
     throw new ExperimentError([{ file, line: 0, col: 0, path: '', message: `cannot read the experiment: ${why}` }]);
   }
   const lookup = opts.lookup ?? getWorkload;
-  const tools = opts.tools ?? (opts.lookup ? [] : workloadTools());
+  const tools = opts.tools ?? (opts.lookup ? undefined : workloadTools());
   const { config, cells } = parseExperiment(text, file, { lookup, tools });
   return { file: abs, text, sha256: createHash('sha256').update(text).digest('hex'), config, cells };
 }

@@ -74,10 +74,13 @@ interface Dimension {
 /** Validate the matrix against the workloads and expand it. Problems are reported, not thrown. */
 export function planCells(config: ExperimentConfig, opts: PlanOptions): Plan {
   const problems: PathProblem[] = [];
-  const axes = config.matrix.axes;
-  const axisNames = Object.keys(axes);
-  const workloadNames = Object.keys(config.workloads);
-  const tools = opts.tools ?? [];
+  // Maps, not the parsed records: an axis or workload named "constructor" must not find Object's.
+  const axisMap = new Map(Object.entries(config.matrix.axes));
+  const specs = new Map(Object.entries(config.workloads));
+  const axes = (name: string): AxisScalar[] => axisMap.get(name)!;
+  const axisNames = [...axisMap.keys()];
+  const workloadNames = [...specs.keys()];
+  const tools = opts.tools;
 
   if (workloadNames.length === 0) {
     problems.push({ path: ['workloads'], message: 'no workloads: define at least one, e.g. `fio-4k: {tool: fio, bs: 4k}`' });
@@ -86,17 +89,18 @@ export function planCells(config: ExperimentConfig, opts: PlanOptions): Plan {
 
   // Tools.
   const resolved = new Map<string, AnyWorkload>();
-  for (const [name, spec] of Object.entries(config.workloads)) {
+  for (const [name, spec] of specs) {
     const w = opts.lookup(spec.tool);
     if (w) resolved.set(name, w);
     else {
-      const hint = tools.length > 0 ? hintFor(spec.tool, tools, 'registered tools') : '; no workload tools are registered';
+      // Without a list of tools (a custom lookup) there is nothing to suggest.
+      const hint = !tools ? '' : tools.length > 0 ? hintFor(spec.tool, tools, 'registered tools') : '; no workload tools are registered';
       problems.push({ path: ['workloads', name, 'tool'], message: `unknown tool ${JSON.stringify(spec.tool)}${hint}` });
     }
   }
 
   // Axis values: a repeated value would give two identical cells.
-  for (const [axis, values] of Object.entries(axes)) {
+  for (const [axis, values] of axisMap) {
     values.forEach((v, i) => {
       const j = values.findIndex((u) => sameValue(u, v));
       if (j < i) problems.push({ path: ['matrix', 'axes', axis, i], message: `${describeValue(v)} is already listed on axis ${JSON.stringify(axis)} (at [${j}])` });
@@ -104,10 +108,10 @@ export function planCells(config: ExperimentConfig, opts: PlanOptions): Plan {
   }
 
   // The workload axis.
-  const workloadAxis = axes['workload'];
+  const workloadAxis = axisMap.get('workload');
   if (workloadAxis) {
     workloadAxis.forEach((v, i) => {
-      if (typeof v !== 'string' || !(v in config.workloads)) {
+      if (typeof v !== 'string' || !specs.has(v)) {
         problems.push({
           path: ['matrix', 'axes', 'workload', i],
           message: `no workload named ${describeValue(v)}${hintWithList(String(v), workloadNames, 'workloads')}`,
@@ -129,7 +133,7 @@ export function planCells(config: ExperimentConfig, opts: PlanOptions): Plan {
     let known = true;
     group.forEach((a, i) => {
       const at: PathSegment[] = ['matrix', 'zip', g, i];
-      if (!(a in axes)) {
+      if (!axisMap.has(a)) {
         known = false;
         problems.push({ path: at, message: `unknown axis ${JSON.stringify(a)}${hintFor(a, axisNames, 'axes')}` });
       } else if (inGroup.has(a)) {
@@ -142,7 +146,7 @@ export function planCells(config: ExperimentConfig, opts: PlanOptions): Plan {
       }
     });
     if (known) {
-      const lengths = [...inGroup].map((a) => [a, axes[a]!.length] as const);
+      const lengths = [...inGroup].map((a) => [a, axes(a).length] as const);
       if (new Set(lengths.map(([, n]) => n)).size > 1) {
         problems.push({
           path: ['matrix', 'zip', g],
@@ -158,7 +162,7 @@ export function planCells(config: ExperimentConfig, opts: PlanOptions): Plan {
     const keys = Object.keys(rule);
     if (keys.length === 0) problems.push({ path: ['matrix', 'exclude', r], message: 'an empty exclude rule would drop every cell' });
     for (const k of keys) {
-      const values = axes[k];
+      const values = axisMap.get(k);
       if (!values) {
         problems.push({ path: ['matrix', 'exclude', r, k], at: 'key', message: `unknown axis ${JSON.stringify(k)}${hintFor(k, axisNames, 'axes')}` });
       } else if (!values.some((v) => sameValue(v, rule[k]))) {
@@ -180,7 +184,7 @@ export function planCells(config: ExperimentConfig, opts: PlanOptions): Plan {
     const g = zipOf.get(a);
     const members = g === undefined ? [a] : axisNames.filter((b) => zipOf.get(b) === g);
     members.forEach((m) => placed.add(m));
-    dims.push({ axes: members, length: axes[a]!.length });
+    dims.push({ axes: members, length: axes(a).length });
   }
   const total = dims.reduce((n, d) => n * d.length, 1);
   const assignments: Record<string, number>[] = [];
@@ -201,7 +205,7 @@ export function planCells(config: ExperimentConfig, opts: PlanOptions): Plan {
   const kept = assignments.filter((pick) => {
     let drop = false;
     rules.forEach((rule, r) => {
-      if (Object.entries(rule).every(([k, v]) => sameValue(axes[k]![pick[k]!], v))) {
+      if (Object.entries(rule).every(([k, v]) => sameValue(axes(k)[pick[k]!], v))) {
         matched[r] = true;
         drop = true;
       }
@@ -276,10 +280,10 @@ export function planCells(config: ExperimentConfig, opts: PlanOptions): Plan {
 
     const cellAxes: Record<string, AxisScalar> = {};
     if (workloadAxis) cellAxes['workload'] = wname;
-    for (const a of applied) cellAxes[a] = axes[a]![pick[a]!]!;
+    for (const a of applied) cellAxes[a] = axes(a)[pick[a]!]!;
     const id = sanitiseId([wname, ...applied.map((a) => `${a}=${String(cellAxes[a])}`)].join('.'));
 
-    const spec = specParams(config.workloads[wname]!);
+    const spec = specParams(specs.get(wname)!);
     const merged: Record<string, unknown> = { ...spec };
     for (const a of applied) merged[a] = cellAxes[a];
     const parsed = w.params.safeParse(merged, { error: friendlyError });
@@ -313,12 +317,12 @@ export function planCells(config: ExperimentConfig, opts: PlanOptions): Plan {
   // Workloads no cell uses still get their parameters checked, so typos surface now.
   for (const [wname, w] of resolved) {
     if (used.includes(wname)) continue;
-    const spec = specParams(config.workloads[wname]!);
+    const spec = specParams(specs.get(wname)!);
     const parsed = w.params.safeParse(spec, { error: friendlyError });
     if (parsed.success) continue;
     for (const p of convertIssues(parsed.error.issues, { schema: w.params, data: spec })) {
       // A parameter left for an axis is not missing.
-      if (p.message.startsWith('missing required key') && typeof p.path[0] === 'string' && p.path[0] in axes) continue;
+      if (p.message.startsWith('missing required key') && typeof p.path[0] === 'string' && axisMap.has(p.path[0])) continue;
       report({ ...p, path: ['workloads', wname, ...p.path] });
     }
   }
@@ -342,7 +346,7 @@ export function planCells(config: ExperimentConfig, opts: PlanOptions): Plan {
   return { cells: problems.length > 0 ? [] : cells, problems };
 }
 
-function duplicateCell(a: Cell, b: Cell, axes: Record<string, AxisScalar[]>): PathProblem {
+function duplicateCell(a: Cell, b: Cell, axes: (name: string) => AxisScalar[]): PathProblem {
   const msg = `cells "${a.id}" and "${b.id}" have the same parameters (hash ${a.hash}) and would measure the same thing`;
   const differing = Object.keys(b.axes).filter((k) => k !== 'workload' && !sameValue(a.axes[k], b.axes[k]));
   if (a.workload !== b.workload) {
@@ -350,7 +354,7 @@ function duplicateCell(a: Cell, b: Cell, axes: Record<string, AxisScalar[]>): Pa
   }
   const axis = differing[0];
   if (axis !== undefined) {
-    const i = axes[axis]!.findIndex((v) => sameValue(v, b.axes[axis]));
+    const i = axes(axis).findIndex((v) => sameValue(v, b.axes[axis]));
     return {
       path: ['matrix', 'axes', axis, i],
       message: `${axis}=${show(b.axes[axis])} means the same as ${axis}=${show(a.axes[axis])} to ${b.tool}: ${msg}`,
@@ -375,7 +379,7 @@ export function expandMatrix(config: ExperimentConfig, lookup: WorkloadLookup, t
 const filterKeys = ['workload', 'tool', 'id', 'hash'] as const;
 
 function cellValue(cell: Cell, key: string): string | undefined {
-  if (key in cell.axes) return String(cell.axes[key]);
+  if (Object.hasOwn(cell.axes, key)) return String(cell.axes[key]);
   switch (key) {
     case 'workload':
       return cell.workload;

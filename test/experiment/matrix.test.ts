@@ -132,6 +132,20 @@ matrix: {axes: {format: [raw, qcow2]}}
   });
 });
 
+describe('names that are also JavaScript object properties', () => {
+  it('are plain names: no crash, the usual errors', () => {
+    expect(() => cellsOf('name: x\nworkloads: {fio: {tool: fio}}\nmatrix: {axes: {constructor: [1]}}')).toThrow(
+      'matrix.axes.constructor: axis "constructor" is not a parameter of fio',
+    );
+    expect(() => cellsOf('name: x\nworkloads: {fio: {tool: fio}}\nmatrix: {axes: {workload: [toString]}}')).toThrow(
+      'matrix.axes.workload[0]: no workload named "toString"',
+    );
+    expect(() => cellsOf('name: x\nworkloads: {fio: {tool: fio}}\nmatrix: {axes: {bs: [4k]}, zip: [[bs, hasOwnProperty]]}')).toThrow(
+      'matrix.zip[0][1]: unknown axis "hasOwnProperty"',
+    );
+  });
+});
+
 describe('cell ids', () => {
   it('are sanitised to file-name characters', () => {
     expect(sanitiseId('fio.label=/dev/shm x')).toBe('fio.label=_dev_shm_x');
