@@ -27,6 +27,8 @@ static const char *usage_text =
     "  check [-r leaks|all] [--output=human|json] [-U] FILE\n"
     "  map [--output=human|json] [-U] FILE\n"
     "  convert -f raw|pcow -O raw|pcow [-c CLUSTER] IN OUT\n"
+    "  write FILE OFFSET SRC                     (copy file SRC into the image at OFFSET; like qemu-io)\n"
+    "  read [-U] FILE OFFSET LENGTH              (dump image bytes to stdout)\n"
     "  help\n"
     "\n"
     "SIZE takes K, M, G, T suffixes (powers of 1024); a plain number is bytes.\n"
@@ -356,8 +358,8 @@ static void info_json(FILE *o, pcow_image *img, const char *name)
             fprintf(o, "%s\n    {\"id\": %u, \"name\": ", first ? "" : ",", L.id);
             json_str(o, L.name);
             fprintf(o, ", \"parent_id\": %u, \"active\": %s, \"date\": \"%s\", \"date_sec\": %" PRIu64
-                       ", \"date_nsec\": %u, \"clusters\": %" PRIu64 "}",
-                    L.parent_id, L.active ? "true" : "false", d, L.ctime_sec, L.ctime_nsec, L.clusters);
+                       ", \"date_nsec\": %u, \"clusters\": %" PRIu64 ", \"l1_offset\": %" PRIu64 "}",
+                    L.parent_id, L.active ? "true" : "false", d, L.ctime_sec, L.ctime_nsec, L.clusters, L.l1_offset);
             first = false;
         }
         fprintf(o, "%s]", first ? "" : "\n  ");
@@ -873,6 +875,65 @@ done:
     return rc;
 }
 
+/* ---- write / read: debugging and test aids (qemu-io's role) ---- */
+static int cmd_write(int argc, char **argv)
+{
+    struct args a;
+    parse(argc, argv, &a, "");
+    uint64_t off;
+    if (a.npos != 3 || !parse_size(a.pos[1], &off))
+        die_usage("write needs FILE OFFSET SRC");
+    int fd = open(a.pos[2], O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        fprintf(stderr, "pcow-img: cannot open %s: %s\n", a.pos[2], strerror(errno));
+        return EXIT_ERR;
+    }
+    uint8_t *buf = malloc(st.st_size ? (size_t)st.st_size : 1);
+    ssize_t got = buf ? read(fd, buf, (size_t)st.st_size) : -1;
+    close(fd);
+    if (got != st.st_size) {
+        free(buf);
+        return fail("cannot read the source file");
+    }
+    pcow_image *img;
+    if (with_rw(a.pos[0], &a, 0, &img)) {
+        free(buf);
+        return EXIT_ERR;
+    }
+    int r = pcow_write(img, buf, (uint64_t)got, off);
+    free(buf);
+    return finish(img, r);
+}
+
+static int cmd_read(int argc, char **argv)
+{
+    struct args a;
+    parse(argc, argv, &a, "");
+    uint64_t off, len;
+    if (a.npos != 3 || !parse_size(a.pos[1], &off) || !parse_size(a.pos[2], &len))
+        die_usage("read needs FILE OFFSET LENGTH");
+    pcow_image *img;
+    char err[1024];
+    if (pcow_open(a.pos[0], open_flags(&a), &img, err, sizeof err) < 0)
+        return fail(err);
+    uint8_t *buf = malloc(1 << 20);
+    int r = buf ? 0 : -ENOMEM;
+    while (r == 0 && len) {
+        uint64_t n = len < (1 << 20) ? len : (1 << 20);
+        r = pcow_read(img, buf, n, off);
+        if (r == 0 && fwrite(buf, 1, n, stdout) != n)
+            r = -EIO;
+        off += n;
+        len -= n;
+    }
+    free(buf);
+    if (r < 0)
+        fprintf(stderr, "pcow-img: %s\n", pcow_errmsg(img));
+    pcow_close(img, NULL, 0);
+    return r < 0 ? EXIT_ERR : 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -904,5 +965,9 @@ int main(int argc, char **argv)
         return cmd_map(n, v);
     if (!strcmp(c, "convert"))
         return cmd_convert(n, v);
+    if (!strcmp(c, "write"))
+        return cmd_write(n, v);
+    if (!strcmp(c, "read"))
+        return cmd_read(n, v);
     die_usage("unknown command '%s'", c);
 }

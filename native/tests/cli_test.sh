@@ -1,0 +1,234 @@
+#!/usr/bin/env bash
+# pcow-img end-to-end tests: every subcommand on real files, exit codes, JSON output, corrupt
+# images. Usage: PCOW_IMG=path/to/pcow-img HOLD_OPEN=path/to/hold_open bash tests/cli_test.sh
+set -u
+IMG=${PCOW_IMG:?set PCOW_IMG}
+HOLD=${HOLD_OPEN:?set HOLD_OPEN}
+T=$(mktemp -d "${TMPDIR:-/tmp}/pcow-cli-XXXXXX")
+cd "$T"
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); echo "ok   $1"; }
+bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -n "${2:-}" ] && echo "     $2"; }
+
+# run CMD...: sets $rc, $out, $err
+run() {
+  out=$("$@" 2>"$T/.stderr")
+  rc=$?
+  err=$(cat "$T/.stderr")
+  if grep -q -e "ERROR: AddressSanitizer" -e "runtime error:" "$T/.stderr"; then
+    bad "sanitizer report from: $*" "$err"
+  fi
+}
+expect_rc() { # name wanted-rc
+  if [ "$rc" = "$2" ]; then ok "$1"; else bad "$1" "exit $rc (wanted $2); stderr: $err; stdout: ${out:0:400}"; fi
+}
+expect_in() { # name haystack needle
+  case "$2" in *"$3"*) ok "$1" ;; *) bad "$1" "'$3' not in: ${2:0:600}" ;; esac
+}
+# json EXPR: evaluate a JS expression over j = parsed $out
+json() { printf '%s' "$out" | node -e 'const j = JSON.parse(require("fs").readFileSync(0, "utf8")); const v = ('"$1"'); process.stdout.write(typeof v === "object" ? JSON.stringify(v) : String(v));'; }
+expect_json() { # name expr wanted
+  local got
+  got=$(json "$2" 2>&1)
+  if [ "$got" = "$3" ]; then ok "$1"; else bad "$1" "$2 = '$got' (wanted '$3')"; fi
+}
+put64() { perl -e 'print pack("Q<", $ARGV[0])' "$3" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none; }
+get64() { od -An -t u8 -j "$2" -N 8 "$1" | tr -d ' '; }
+
+# ---- help / usage errors
+run "$IMG" help; expect_rc "help exits 0" 0; expect_in "help lists commands" "$out" "rebase [-u] -b BASE"
+run "$IMG" frobnicate; expect_rc "unknown command exits 1" 1; expect_in "unknown command named" "$err" "unknown command 'frobnicate'"
+run "$IMG" create x.img 12Q; expect_rc "bad size exits 1" 1; expect_in "bad size named" "$err" "invalid size '12Q'"
+
+# ---- create (paper form) + info
+run "$IMG" create 64 128 x.img; expect_rc "create 64 128 x.img" 0
+size=$(stat -c %s x.img)
+if [ "$size" -lt 1048576 ]; then ok "128 GiB image is smaller than 1 MiB ($size bytes)"; else bad "image size $size"; fi
+run "$IMG" info --output=json x.img; expect_rc "info json" 0
+expect_json "info virtual_size" "j.virtual_size" 137438953472
+expect_json "info cluster_size" "j.cluster_size" 65536
+expect_json "info allocated_clusters" "j.allocated_clusters" 0
+expect_json "info format" "j.format" pcow
+expect_json "info version" "j.version" 1
+expect_json "info clean" "j.dirty" false
+expect_json "info stripes" "j.stripes.count" 1
+expect_json "info no base" "j.base" null
+expect_json "info one active layer" "j.layers.length + ':' + j.snapshots.length" "1:0"
+run "$IMG" info x.img; expect_rc "info human" 0; expect_in "info human virtual size" "$out" "virtual size: 128 GiB (137438953472 bytes)"
+run "$IMG" create -c 4K small.img 8M; expect_rc "create -c 4K FILE 8M" 0
+run "$IMG" create -c 3000 bad.img 8M; expect_rc "create with bad cluster size" 1; expect_in "bad cluster named" "$err" "cluster size 3000"
+
+# ---- convert raw -> pcow -> raw, bit-identical, sparse
+head -c 3000000 /dev/urandom > data.bin
+truncate -s 9000000 src.raw
+dd if=data.bin of=src.raw bs=1 seek=0 conv=notrunc status=none count=100000
+dd if=data.bin of=src.raw bs=4096 seek=700 conv=notrunc status=none
+printf 'tail' | dd of=src.raw bs=1 seek=8999996 conv=notrunc status=none
+run "$IMG" convert -f raw -O pcow src.raw conv.img; expect_rc "convert raw -> pcow" 0
+run "$IMG" convert -f pcow -O raw conv.img back.raw; expect_rc "convert pcow -> raw" 0
+if cmp -s src.raw back.raw; then ok "raw -> pcow -> raw is bit-identical"; else bad "round trip differs" "$(cmp src.raw back.raw 2>&1)"; fi
+run "$IMG" convert -f pcow -O pcow -c 4096 conv.img conv2.img; expect_rc "convert pcow -> pcow (4 KiB clusters)" 0
+run "$IMG" convert -O raw conv2.img back2.raw; expect_rc "convert with probed input format" 0
+cmp -s src.raw back2.raw && ok "pcow -> pcow -> raw identical" || bad "pcow -> pcow round trip differs"
+run "$IMG" info --output=json conv.img
+alloc=$(json "j.allocated_clusters")
+# 100000 B at 0 (2 clusters) + 3000000 B at 2867200 (46-47 clusters) + the tail cluster
+if [ "$alloc" -ge 48 ] && [ "$alloc" -le 52 ]; then ok "convert skipped zero clusters ($alloc allocated)"; else bad "allocated $alloc"; fi
+run "$IMG" convert -f raw -O pcow missing.raw x2.img; expect_rc "convert of missing input" 1
+if command -v qemu-img >/dev/null; then
+  run qemu-img compare -f raw -F raw src.raw back.raw; expect_rc "qemu-img compare agrees" 0
+fi
+
+# ---- write/read, snapshots, rollback
+run "$IMG" create -c 64K s.img 16M; expect_rc "create s.img" 0
+head -c 200000 /dev/urandom > A.bin
+head -c 5000 /dev/urandom > B.bin
+run "$IMG" write s.img 0 A.bin; expect_rc "write" 0
+run "$IMG" snapshot -c first s.img; expect_rc "snapshot -c" 0
+run "$IMG" snapshot -c first s.img; expect_rc "duplicate snapshot name" 1; expect_in "duplicate named" "$err" "already exists"
+run "$IMG" write s.img 70000 B.bin; expect_rc "write after snapshot" 0
+run "$IMG" snapshot -l s.img; expect_rc "snapshot -l" 0; expect_in "list shows the snapshot" "$out" "first"
+run "$IMG" info --output=json s.img
+expect_json "info lists snapshot" "j.snapshots.map(s => s.name).join()" first
+expect_json "snapshot has a date" "/^\\d{4}-\\d\\d-\\d\\dT/.test(j.snapshots[0].date)" true
+expect_json "active layer owns 1 cluster" "j.allocated_clusters" 1
+"$IMG" read s.img 0 200000 > now.bin
+cp A.bin expect.bin; dd if=B.bin of=expect.bin bs=1 seek=70000 conv=notrunc status=none
+cmp -s now.bin expect.bin && ok "read shows the write" || bad "read after write differs"
+run "$IMG" rollback s.img first; expect_rc "rollback" 0
+"$IMG" read s.img 0 200000 > now.bin
+cmp -s now.bin A.bin && ok "rollback restores the snapshot" || bad "rollback content differs"
+run "$IMG" rollback s.img nosuch; expect_rc "rollback to a missing snapshot" 1; expect_in "missing snapshot named" "$err" "no snapshot named 'nosuch'"
+run "$IMG" write s.img 70000 B.bin
+run "$IMG" snapshot -c second s.img; expect_rc "second snapshot" 0
+run "$IMG" snapshot -a first s.img; expect_rc "snapshot -a (apply)" 0
+"$IMG" read s.img 0 200000 > now.bin
+cmp -s now.bin A.bin && ok "apply restores" || bad "apply content differs"
+run "$IMG" snapshot -d first s.img; expect_rc "snapshot -d" 0
+run "$IMG" snapshot -a second s.img; expect_rc "apply second after deleting first" 0
+"$IMG" read s.img 0 200000 > now.bin
+cmp -s now.bin expect.bin && ok "second snapshot intact after deleting the first" || bad "second snapshot content differs"
+run "$IMG" check s.img; expect_rc "check clean after snapshot work" 0; expect_in "check says clean" "$out" "No errors were found"
+
+# ---- base chain depth 3: raw <- b1 <- b2 <- top; commit and rebase
+head -c 1048576 /dev/urandom > chain.raw
+run "$IMG" create -b chain.raw -F raw b1.img; expect_rc "create over raw base (size from base)" 0
+run "$IMG" create -b b1.img b2.img; expect_rc "create b2 over b1" 0
+run "$IMG" create -c 4K -b b2.img top.img; expect_rc "create top over b2" 0
+head -c 30000 /dev/urandom > X.bin; head -c 30000 /dev/urandom > Y.bin; head -c 30000 /dev/urandom > Z.bin
+"$IMG" write b1.img 1000 X.bin && "$IMG" write b2.img 300000 Y.bin && "$IMG" write top.img 700000 Z.bin
+cp chain.raw want.bin
+dd if=X.bin of=want.bin bs=1 seek=1000 conv=notrunc status=none
+dd if=Y.bin of=want.bin bs=1 seek=300000 conv=notrunc status=none
+dd if=Z.bin of=want.bin bs=1 seek=700000 conv=notrunc status=none
+"$IMG" read top.img 0 1048576 > got.bin
+cmp -s got.bin want.bin && ok "reads go through a depth-3 chain" || bad "chain read differs"
+run "$IMG" info --output=json --backing-chain top.img; expect_rc "info --backing-chain" 0
+expect_json "backing chain has 4 entries" "j.length" 4
+expect_json "chain formats" "j.map(x => x.format).join()" "pcow,pcow,pcow,raw"
+expect_json "base path and resolved path" "j[0].base.path + ' ' + j[0].base.resolved_path.endsWith('/b2.img')" "b2.img true"
+run "$IMG" map --output=json top.img; expect_rc "map json" 0
+expect_json "map covers the virtual size" "j.reduce((a, e) => a + e.length, 0)" 1048576
+expect_json "map extents are contiguous" "j.every((e, i) => i === 0 || j[i-1].start + j[i-1].length === e.start)" true
+expect_json "map depths 0..3 present" "[...new Set(j.map(e => e.depth))].sort().join()" "0,1,2,3"
+expect_json "map has file and offset for data" "j.filter(e => e.data).every(e => typeof e.file === 'string' && typeof e.offset === 'number')" true
+run "$IMG" map top.img; expect_rc "map human" 0; expect_in "map human header" "$out" "Mapped to"
+run "$IMG" commit top.img; expect_rc "commit top into b2" 0
+run "$IMG" info --output=json top.img; expect_json "top empty after commit" "j.allocated_clusters" 0
+"$IMG" read b2.img 0 1048576 > got.bin
+cmp -s got.bin want.bin && ok "b2 holds the committed data" || bad "b2 after commit differs"
+run "$IMG" rebase -b b1.img top.img; expect_rc "safe rebase top onto b1" 0
+"$IMG" read top.img 0 1048576 > got.bin
+cmp -s got.bin want.bin && ok "safe rebase keeps the content" || bad "content changed by safe rebase"
+run "$IMG" rebase -u -b chain.raw -F raw top.img; expect_rc "unsafe rebase onto the raw file" 0
+run "$IMG" rebase -b "" top.img; expect_rc "safe rebase to no base" 0
+run "$IMG" info --output=json top.img; expect_json "no base now" "j.base" null
+"$IMG" read top.img 0 1048576 > got.bin
+cp chain.raw want2.bin; dd if=Y.bin of=want2.bin bs=1 seek=300000 conv=notrunc status=none; dd if=Z.bin of=want2.bin bs=1 seek=700000 conv=notrunc status=none
+cmp -s got.bin want2.bin && ok "removing the base copies its data in" || bad "content after removing base differs"
+run "$IMG" rebase -b top.img top.img; expect_rc "rebase onto itself refused" 1; expect_in "loop named" "$err" "loop"
+run "$IMG" commit top.img; expect_rc "commit without a base" 1; expect_in "commit error named" "$err" "no base image"
+
+# ---- base path policy
+mkdir -p sub
+run "$IMG" create -b ../chain.raw -F raw sub/esc.img; expect_rc "'..' base refused" 1; expect_in "'..' named" "$err" "escapes the image's directory"
+run "$IMG" create --unsafe-base-paths -b ../chain.raw -F raw sub/esc.img; expect_rc "'..' base with --unsafe-base-paths" 0
+run "$IMG" info sub/esc.img; expect_rc "info refuses '..' base" 1
+run "$IMG" info --unsafe-base-paths sub/esc.img; expect_rc "info with --unsafe-base-paths" 0
+run "$IMG" create -b "$T/chain.raw" -F raw sub/abs.img; expect_rc "absolute base refused" 1; expect_in "absolute named" "$err" "absolute"
+run "$IMG" create -b nothere.img n.img; expect_rc "missing base" 1; expect_in "missing base named" "$err" "does not exist"
+[ ! -e nothere.img ] && ok "missing base not created" || bad "missing base was created"
+
+# ---- locking
+run "$IMG" create lock.img 1M
+coproc HOLDER { "$HOLD" lock.img; }
+read -r line <&"${HOLDER[0]}"
+if [ "$line" = ready ]; then
+  run "$IMG" snapshot -c s lock.img; expect_rc "second writer refused" 1; expect_in "lock error is clear" "$err" "locked by another process"
+  run "$IMG" info lock.img; expect_rc "reader refused without -U" 1
+  run "$IMG" info -U --output=json lock.img; expect_rc "info -U reads a locked image" 0
+  expect_json "-U sees it dirty (open)" "j.dirty" true
+else
+  bad "hold_open did not start"
+fi
+exec {HOLDER[1]}>&-
+wait "$HOLDER_PID" 2>/dev/null
+run "$IMG" snapshot -c s lock.img; expect_rc "writer works after the holder exits" 0
+
+# ---- check: exit codes 0 / 2 / 3 / 1, JSON, repair
+run "$IMG" create -c 4K chk.img 1M
+head -c 20000 /dev/urandom > D.bin
+"$IMG" write chk.img 0 D.bin
+run "$IMG" check --output=json chk.img; expect_rc "check clean exits 0" 0
+expect_json "check json fields" "[j['check-errors'], j.leaks, j.corruptions, typeof j['image-end-offset'], Array.isArray(j.messages)].join()" "0,0,0,number,true"
+cp chk.img leak.img
+head -c 8192 /dev/urandom >> leak.img
+run "$IMG" check --output=json leak.img; expect_rc "leaks exit 3" 3
+expect_json "two leaked clusters" "j.leaks" 2
+run "$IMG" check -r leaks leak.img; expect_rc "check -r leaks exits 0" 0; expect_in "repair reported" "$out" "repaired"
+run "$IMG" check leak.img; expect_rc "clean after repair" 0
+cmp -s <("$IMG" read chk.img 0 20000) <("$IMG" read leak.img 0 20000) && ok "data intact after repair" || bad "data changed by repair"
+cp chk.img corrupt.img
+l1=$(run "$IMG" info --output=json corrupt.img; json "j.layers[0].l1_offset")
+l2=$(get64 corrupt.img "$l1")
+put64 corrupt.img "$l2" 1099511627776
+run "$IMG" check --output=json corrupt.img; expect_rc "corruption exits 2" 2
+expect_json "corruption counted" "j.corruptions" 1
+expect_json "message says outside the file" "j.messages.some(m => /lies outside the file/.test(m.message))" true
+run "$IMG" info corrupt.img; expect_rc "info refuses a corrupt image" 1; expect_in "error names file and problem" "$err" "corrupt.img: data cluster of layer 1, virtual cluster 0 at offset 0x10000000000 lies outside the file"
+cp chk.img ovl.img
+e0=$(get64 ovl.img "$l2"); put64 ovl.img $((l2 + 16)) "$e0"
+run "$IMG" check ovl.img; expect_rc "overlap exits 2" 2; expect_in "overlap message" "$out" "overlaps"
+cp chk.img hdr.img
+printf '\xff' | dd of=hdr.img bs=1 seek=70 conv=notrunc status=none
+run "$IMG" info hdr.img; expect_rc "one damaged header slot still opens" 0
+run "$IMG" check hdr.img; expect_rc "damaged slot exits 2" 2; expect_in "slot message" "$out" "header slot 0 is damaged"
+run "$IMG" check -r all hdr.img; expect_rc "check -r all repairs the slot" 0
+run "$IMG" check hdr.img; expect_rc "clean after -r all" 0
+printf '\xff' | dd of=hdr.img bs=1 seek=70 conv=notrunc status=none
+printf '\xff' | dd of=hdr.img bs=1 seek=2118 conv=notrunc status=none
+run "$IMG" info hdr.img; expect_rc "both slots damaged" 1; expect_in "no valid header" "$err" "no valid header"
+cp chk.img tr.img; truncate -s 12288 tr.img
+run "$IMG" check tr.img; expect_rc "truncated image exits 2" 2
+run "$IMG" info tr.img; expect_rc "truncated image refused" 1; expect_in "truncation named" "$err" "lies outside the file"
+run "$IMG" check nosuchfile.img; expect_rc "check of a missing file exits 1" 1
+head -c 10000 /dev/urandom > junk.img
+run "$IMG" info junk.img; expect_rc "random bytes refused" 1; expect_in "not pcow named" "$err" "not a pcow image"
+
+# ---- striping through the CLI
+run "$IMG" create -c 4K --stripes 3 --stripe-unit 8K st.img 4M; expect_rc "create striped" 0
+[ -e st.img.s1 ] && [ -e st.img.s2 ] && ok "stripe files created" || bad "stripe files missing"
+head -c 1000000 /dev/urandom > S.bin
+"$IMG" write st.img 12345 S.bin
+cmp -s <("$IMG" read st.img 12345 1000000) S.bin && ok "striped read back" || bad "striped data differs"
+run "$IMG" info --output=json st.img
+expect_json "stripe set in info" "j.stripes.count + ' ' + j.stripes.unit + ' ' + j.features.incompatible.join()" "3 8192 stripes"
+run "$IMG" map --output=json st.img
+expect_json "map names all three stripe files" "new Set(j.filter(e => e.data).map(e => e.file)).size" 3
+run "$IMG" check st.img; expect_rc "striped image checks clean" 0
+
+echo "$pass passed, $fail failed"
+cd /
+if [ "$fail" -eq 0 ]; then rm -rf "$T"; else echo "kept $T"; fi
+[ "$fail" -eq 0 ]
