@@ -17,6 +17,8 @@ export interface InstallOptions {
   root?: boolean;
   /** Bound of one apt-get run (default 15 min). */
   timeoutMs?: number;
+  /** Progress lines (what is being installed, and each step's outcome). */
+  log?: (line: string) => void;
 }
 
 /** Commands are missing and the harness may not install them: the message holds the command. */
@@ -106,6 +108,7 @@ export async function ensureCommands(reqs: readonly CommandRequirement[], opts: 
     const steps: SetupStep[] = [];
     const timeoutMs = opts.timeoutMs ?? 15 * 60_000;
     const install = async (): Promise<string | null> => {
+      opts.log?.(`installing ${pkgs.join(' ')} (missing ${still.map((x) => x.command).join(', ')}): ${argv.join(' ')}`);
       const r = await run(argv[0]!, argv.slice(1), { env: aptEnv, signal: opts.signal, timeoutMs });
       const why = failure(r);
       steps.push(step('install', `${argv.join(' ')} (for ${still.map((x) => x.command).join(', ')}): ${why === null ? `ok in ${(r.durationMs / 1000).toFixed(1)} s` : why}`, why === null));
@@ -118,6 +121,7 @@ export async function ensureCommands(reqs: readonly CommandRequirement[], opts: 
       steps.push(step('install', `apt-get update (package lists missing or stale): ${why ?? 'ok'}`, why === null));
       if (why === null) out = await install();
     }
+    for (const s of steps) opts.log?.(`${s.action}: ${s.detail}`);
     const after = await missingOf(still);
     if (out !== null || after.length > 0) {
       const last = steps[steps.length - 1];

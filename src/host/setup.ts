@@ -25,8 +25,10 @@ export interface SetupOptions {
   signal?: AbortSignal;
   /** Override the root check (tests use it to see the non-root messages). */
   root?: boolean;
-  /** Called with each step as it is recorded (progress output). */
+  /** Called with each step as it is recorded. */
   onStep?: (s: SetupStep) => void;
+  /** Progress lines, one per step ("sysctl: vm.max_map_count: 65530 → 262144"). */
+  log?: (line: string) => void;
 }
 
 /** Setup failed; `steps` holds what was done (and undone) before the error. */
@@ -77,9 +79,13 @@ export async function setupHost(config: HostConfig, experimentName: string, opts
   const steps: SetupStep[] = [];
   const undo: (() => Promise<SetupStep>)[] = [];
   const root = opts.root ?? isRoot();
+  const report = (s: SetupStep): void => {
+    opts.onStep?.(s);
+    opts.log?.(`${s.ok ? '' : 'FAILED '}${s.action}: ${s.detail}`);
+  };
   const record = (s: SetupStep): SetupStep => {
     steps.push(s);
-    opts.onStep?.(s);
+    report(s);
     return s;
   };
   const fail = (msg: string): never => {
@@ -98,7 +104,7 @@ export async function setupHost(config: HostConfig, experimentName: string, opts
         out.push(step('teardown', `failed: ${(e as Error).message}`, false));
       }
     }
-    for (const s of out) opts.onStep?.(s);
+    for (const s of out) report(s);
     return out;
   };
 

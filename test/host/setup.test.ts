@@ -63,8 +63,10 @@ describe('setupHost: emulated PM', () => {
     writeFileSync(join(dir, 'old.img'), 'old');
     mkdirSync(join(dir, 'sub'));
     writeFileSync(join(dir, 'sub', 'x'), 'x');
-    const s = await setupHost(emulated(dir), 'x');
+    const lines: string[] = [];
+    const s = await setupHost(emulated(dir), 'x', { log: (l) => lines.push(l) });
     expect(readdirSync(dir)).toEqual([PM_MARKER]);
+    expect(lines[0]).toBe(`pm: reused ${dir}, removed 2 leftover entries of an earlier run`);
     expect(s.steps.find((x) => x.action === 'pm')!.detail).toBe(`reused ${dir}, removed 2 leftover entries of an earlier run`);
     await s.teardown();
     expect(existsSync(dir)).toBe(false);
