@@ -46,7 +46,8 @@ export function closest(word: string, candidates: Iterable<string>, max = 2): st
     if (c === w) score = 0;
     else if (Math.min(c.length, w.length) >= 3 && (c.startsWith(w) || w.startsWith(c))) score = 1;
     else score = editDistance(w, c);
-    if (score > limit) continue;
+    // Replacing the whole word is no suggestion ("c" → "a").
+    if (score > limit || score >= w.length) continue;
     if (score < best) {
       best = score;
       found = [cand];

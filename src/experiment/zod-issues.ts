@@ -7,8 +7,6 @@ import { hintFor, didYouMean, listChoices } from './suggest.ts';
 type Issue = z.core.$ZodIssue;
 type RawIssue = z.core.$ZodRawIssue;
 
-const MISSING = '\u0000missing';
-
 const typeNames: Record<string, string> = {
   string: 'a string',
   number: 'a number',
@@ -35,8 +33,6 @@ function orList(items: string[]): string {
  */
 export const friendlyError: z.core.$ZodErrorMap = (iss: RawIssue) => {
   const got = describeValue(iss.input);
-  // YAML has no undefined: an undefined input is a key that is not there.
-  if (iss.input === undefined && (iss.code === 'invalid_type' || iss.code === 'invalid_value' || iss.code === 'invalid_union')) return MISSING;
   switch (iss.code) {
     case 'invalid_type':
       return `expected ${typeName(iss.expected)}, got ${got}`;
@@ -82,6 +78,8 @@ interface Def {
   out?: Schema;
   element?: Schema;
   valueType?: Schema;
+  keyType?: Schema;
+  entries?: Record<string, string | number>;
   items?: Schema[];
   options?: Schema[];
   discriminator?: string;
@@ -172,6 +170,12 @@ export function validKeysAt(schema: unknown, data: unknown, path: readonly PathS
     d = dataChild(d, seg);
   }
   if (!s) return undefined;
+  // A record keyed by an enum (z.record(z.enum([...]), ...)) accepts exactly the enum's values.
+  const u = unwrap(s)._zod.def;
+  if (u.type === 'record' && u.keyType) {
+    const k = unwrap(u.keyType)._zod.def;
+    return k.type === 'enum' && k.entries ? Object.values(k.entries).map(String) : undefined;
+  }
   const variants = objectVariants(s, d);
   if (variants.length === 0) return undefined;
   return [...new Set(variants.flatMap((v) => Object.keys(v._zod.def.shape ?? {})))];
@@ -193,6 +197,21 @@ export function convertIssues(issues: readonly Issue[], ctx: ConvertContext, bas
     const path: PathSegment[] = [...base, ...(iss.path as PathSegment[])];
     const last = path.at(-1);
     const value = dataAt(ctx.data, path);
+    const parent = dataAt(ctx.data, path.slice(0, -1));
+    // A key that is not there, whatever the schema's own wording for a wrong value would be.
+    const missing =
+      value === undefined &&
+      path.length > 0 &&
+      parent !== null &&
+      typeof parent === 'object' &&
+      !Array.isArray(parent) &&
+      (iss.code === 'invalid_type' || iss.code === 'invalid_value' || iss.code === 'invalid_union');
+    if (missing) {
+      const options = iss.code === 'invalid_value' ? iss.values.map(String) : ((iss as { options?: unknown[] }).options ?? []).map(String);
+      const oneOf = options.length > 0 ? ` (one of ${listChoices(options)})` : '';
+      out.push({ path, message: `missing required key ${JSON.stringify(String(last))}${oneOf}` });
+      continue;
+    }
     switch (iss.code) {
       case 'unrecognized_keys': {
         const valid = validKeysAt(ctx.schema, ctx.data, path) ?? [];
@@ -204,12 +223,8 @@ export function convertIssues(issues: readonly Issue[], ctx: ConvertContext, bas
       case 'invalid_union': {
         if (iss.discriminator !== undefined) {
           const options = ((iss as { options?: unknown[] }).options ?? []).map(String);
-          if (value === undefined) {
-            out.push({ path, message: `missing required key ${JSON.stringify(String(last))} (one of ${listChoices(options)})` });
-          } else {
-            const dym = typeof value === 'string' ? didYouMean(value, options) : '';
-            out.push({ path, message: `unknown ${String(last)} ${describeValue(value)}${dym}; expected one of ${listChoices(options)}` });
-          }
+          const dym = typeof value === 'string' ? didYouMean(value, options) : '';
+          out.push({ path, message: `unknown ${String(last)} ${describeValue(value)}${dym}; expected one of ${listChoices(options)}` });
           break;
         }
         // When the value had the right type for exactly one branch, that branch's complaint is the useful one.
@@ -226,18 +241,10 @@ export function convertIssues(issues: readonly Issue[], ctx: ConvertContext, bas
         break;
       }
       case 'invalid_value': {
-        if (iss.message === MISSING) {
-          out.push({ path, message: `missing required key ${JSON.stringify(String(last))} (one of ${listChoices(iss.values.map(String))})` });
-          break;
-        }
         const dym = typeof value === 'string' ? didYouMean(value, iss.values.map(String)) : '';
         out.push({ path, message: `${iss.message}${dym}` });
         break;
       }
-      case 'invalid_type':
-        if (iss.message === MISSING) out.push({ path, message: `missing required key ${JSON.stringify(String(last))}` });
-        else out.push({ path, message: iss.message });
-        break;
       default:
         out.push({ path, message: iss.message });
     }
