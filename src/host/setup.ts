@@ -109,6 +109,8 @@ export async function setupHost(config: HostConfig, experimentName: string, opts
   };
 
   try {
+    // It becomes a directory name (/dev/shm/pcow-<name>): the experiment schema allows no more.
+    if (!/^[A-Za-z0-9][A-Za-z0-9_-]*$/.test(experimentName)) fail(`name: ${JSON.stringify(experimentName)} is not a file-name stem`);
     // Sysctls first: cheap, and a missing root shows up before anything is created.
     for (const [name, value] of Object.entries(config.sysctls)) {
       const key = `host.sysctls.${name}`;

@@ -2,7 +2,10 @@
 import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { run, which } from '../../src/util/proc.ts';
-import { ensureUffdProbe, judgeUserfaultfd, probeUserfaultfd, runUffdProbe, UffdProbeOutput } from '../../src/host/uffd.ts';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ensureUffdProbe, judgeUserfaultfd, probeUserfaultfd, runUffdProbe, uffdProbeSource, UffdProbeOutput } from '../../src/host/uffd.ts';
 
 const root = process.getuid?.() === 0;
 
@@ -26,6 +29,23 @@ describe('uffd_probe', () => {
       expect(o.syscall.ok).toBe(true);
       expect(o.via).toBe('syscall');
       expect(o.kernelFault, o.kernelFault.error).toMatchObject({ tried: true, ok: true });
+    }
+  });
+
+  it('runs clean under ASan and UBSan', async () => {
+    const clang = await which('clang');
+    if (clang === null) throw new Error('clang is needed for the sanitizer build (apt-get install -y clang libclang-rt-14-dev)');
+    const dir = mkdtempSync(join(tmpdir(), 'pcow-uffd-san-'));
+    try {
+      const bin = join(dir, 'uffd_probe');
+      const cc = await run(clang, ['-O1', '-g', '-std=c11', '-Wall', '-Wextra', '-Werror', '-pthread', '-fsanitize=address,undefined', '-fno-sanitize-recover=all', '-o', bin, uffdProbeSource()], { timeoutMs: 120_000 });
+      expect(cc.exitCode, cc.stderr).toBe(0);
+      const r = await run(bin, [], { timeoutMs: 60_000, env: { ASAN_OPTIONS: 'detect_leaks=1', UBSAN_OPTIONS: 'print_stacktrace=1' } });
+      expect(r.stderr).toBe('');
+      expect(r.exitCode).toBe(0);
+      expect(UffdProbeOutput.parse(JSON.parse(r.stdout)).userFault.ok).toBe(true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
