@@ -65,6 +65,9 @@ function specParams(spec: Record<string, unknown>): Record<string, unknown> {
   return rest;
 }
 
+/** Far more cells than any experiment can run: a guard against a typo multiplying the matrix. */
+const MAX_COMBINATIONS = 100_000;
+
 /** One dimension of the product: a single axis, or a zip group whose axes advance together. */
 interface Dimension {
   axes: string[];
@@ -98,6 +101,10 @@ export function planCells(config: ExperimentConfig, opts: PlanOptions): Plan {
       problems.push({ path: ['workloads', name, 'tool'], message: `unknown tool ${JSON.stringify(spec.tool)}${hint}` });
     }
   }
+
+  // An unknown tool only drops that workload's cells; the problems below make the matrix itself
+  // meaningless, so expansion stops after them.
+  const toolProblems = problems.length;
 
   // Axis values: a repeated value would give two identical cells.
   for (const [axis, values] of axisMap) {
@@ -174,7 +181,7 @@ export function planCells(config: ExperimentConfig, opts: PlanOptions): Plan {
     }
   });
 
-  if (problems.length > 0) return { cells: [], problems };
+  if (problems.length > toolProblems) return { cells: [], problems };
 
   // The product.
   const dims: Dimension[] = [];
@@ -187,6 +194,14 @@ export function planCells(config: ExperimentConfig, opts: PlanOptions): Plan {
     dims.push({ axes: members, length: axes(a).length });
   }
   const total = dims.reduce((n, d) => n * d.length, 1);
+  if (total > MAX_COMBINATIONS) {
+    problems.push({
+      path: ['matrix', 'axes'],
+      at: 'key',
+      message: `the axes give ${total} combinations (${dims.map((d) => d.length).join(' × ')}), more than ${MAX_COMBINATIONS}; zip axes that vary together or split the experiment`,
+    });
+    return { cells: [], problems };
+  }
   const assignments: Record<string, number>[] = [];
   for (let i = 0; i < total; i++) {
     // Mixed-radix counter, last dimension fastest.
@@ -228,7 +243,7 @@ export function planCells(config: ExperimentConfig, opts: PlanOptions): Plan {
         : { path: ['matrix'], message: 'the matrix expands to no cells' },
     );
   }
-  if (problems.length > 0) return { cells: [], problems };
+  if (problems.length > toolProblems) return { cells: [], problems };
 
   const workloadOf = (pick: Record<string, number>): string => (workloadAxis ? String(workloadAxis[pick['workload']!]) : workloadNames[0]!);
 

@@ -234,6 +234,22 @@ describe('expandMatrix without a file', () => {
   });
 });
 
+describe('problems reported together', () => {
+  it('an unknown tool does not hide the other workloads\' problems', () => {
+    expect(() => cellsOf('name: x\nworkloads: {a: {tool: fioo}, b: {tool: fio, numjob: 2}}\nmatrix: {axes: {workload: [a, b]}}')).toThrow(
+      '<experiment x>: workloads.a.tool: unknown tool "fioo" (did you mean "fio"?)\n' +
+        '<experiment x>: workloads.b.numjob: unknown key "numjob" (did you mean "numjobs"?)',
+    );
+  });
+
+  it('a matrix too large to run is refused before it is built', () => {
+    const axis = (n: number): string => `[${Array.from({ length: 20 }, (_, i) => i + n * 100).join(', ')}]`;
+    expect(() =>
+      cellsOf(`name: x\nworkloads: {v: {tool: verbatim}}\nmatrix: {axes: {a: ${axis(1)}, b: ${axis(2)}, c: ${axis(3)}, d: ${axis(4)}}}`),
+    ).toThrow('matrix.axes: the axes give 160000 combinations (20 × 20 × 20 × 20), more than 100000');
+  });
+});
+
 describe('filterCells (--only)', () => {
   const cells = cellsOf(`
 name: f
