@@ -41,6 +41,8 @@ export interface FigureData {
   order: Record<string, PlotValue[]>;
   /** Caveats to show with the chart (pooled cells, clipped intervals, dropped points). */
   notes: string[];
+  /** Longer explanations of the notes (cell lists, what to change), for the page only. */
+  details: string[];
 }
 
 /** A figure that cannot be drawn (no matching samples, unknown axis): the message says why. */
@@ -136,6 +138,7 @@ export function figureData(fig: FigureConfig, rows: readonly SampleRow[], axisOr
   }
   // Cells of a workload an axis does not apply to have no value on it: they cannot be placed.
   const notes: string[] = [];
+  const details: string[] = [];
   const selected = matching.filter((r) => hasFigureAxes(fig, r.axes, r.workload));
   const axisless = [...new Set(matching.filter((r) => !selected.includes(r)).map((r) => r.cell))];
   if (selected.length === 0) {
@@ -143,9 +146,8 @@ export function figureData(fig: FigureConfig, rows: readonly SampleRow[], axisOr
   }
   if (axisless.length) {
     const missingAxes = axes.filter((a) => matching.some((r) => !selected.includes(r) && dimValue(r.axes, r.workload, a) === undefined));
-    notes.push(
-      `left out ${axisless.length} cell(s) without a value for ${missingAxes.join(', ')} (the axis does not apply to their workload): ${axisless.slice(0, 4).join(', ')}${axisless.length > 4 ? ', ...' : ''}`,
-    );
+    notes.push(`left out ${axisless.length} cell(s) without a value for ${missingAxes.join(', ')}`);
+    details.push(`${missingAxes.join(', ')} does not apply to the workload of: ${axisless.join(', ')}`);
   }
   const units = [...new Set(selected.map((r) => r.unit))];
   if (units.length > 1) {
@@ -187,9 +189,8 @@ export function figureData(fig: FigureConfig, rows: readonly SampleRow[], axisOr
     points.push(p);
   }
   if (pooled.size > 0) {
-    notes.push(
-      `points pool cells that differ in ${[...pooled].join(', ')}: add ${pooled.size > 1 ? 'them' : 'it'} to where, color or facet to separate them`,
-    );
+    notes.push(`points pool cells that differ in ${[...pooled].join(', ')}`);
+    details.push(`to separate the pooled cells, add ${[...pooled].join(', ')} to the figure's where, color or facet`);
   }
 
   let plotted = points;
@@ -227,7 +228,7 @@ export function figureData(fig: FigureConfig, rows: readonly SampleRow[], axisOr
   });
   const ns = plotted.map((p) => p.n as number);
   if (Math.min(...ns) === 1) notes.push('points with n=1 have no confidence interval (no error bar)');
-  return { points: plotted, cells, pooledAxes: [...pooled], nMin: Math.min(...ns), nMax: Math.max(...ns), unit: units[0] as string, order: orders, notes };
+  return { points: plotted, cells, pooledAxes: [...pooled], nMin: Math.min(...ns), nMax: Math.max(...ns), unit: units[0] as string, order: orders, notes, details };
 }
 
 function axisTitle(fig: FigureConfig, metric: MetricInfo | undefined, unit: string): string {
@@ -261,7 +262,9 @@ export function figureSpec(
   const width = fig.facet ? clamp(xValues.length * perX, 160, 380) : clamp(xValues.length * perX, 320, 860);
   const height = fig.facet ? 240 : 300;
 
-  const fmt = ',.4~g';
+  // Millions and more read better with SI prefixes (2.15G) than with ten digits.
+  const big = data.points.some((p) => Math.abs(p.mean as number) >= 1e6 || Math.abs((p.ci95_high as number | null) ?? 0) >= 1e6);
+  const fmt = big ? '.4~s' : ',.4~g';
   const tooltip = [
     ...axes.map((a) => ({ field: a, type: 'nominal' as const, title: a })),
     { field: 'mean', type: 'quantitative' as const, title: `mean ${yTitle}`, format: fmt },
@@ -288,7 +291,7 @@ export function figureSpec(
     {
       mark: meanMark,
       encoding: {
-        y: { field: 'mean', type: 'quantitative' as const, title: yTitle, scale: yScale },
+        y: { field: 'mean', type: 'quantitative' as const, title: yTitle, scale: yScale, ...(big ? { axis: { format: '~s' } } : {}) },
         ...colorEnc,
         tooltip,
       },

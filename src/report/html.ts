@@ -54,10 +54,20 @@ export interface ReportModel {
 const nf4 = new Intl.NumberFormat('en-US', { maximumSignificantDigits: 4 });
 const nf2 = new Intl.NumberFormat('en-US', { maximumSignificantDigits: 2 });
 
-/** A number for people: 4 significant digits with separators; exponent form when very small or large. */
+const SI: readonly [number, string][] = [[1e12, 'T'], [1e9, 'G'], [1e6, 'M']];
+
+/**
+ * A number for people: `digits` significant digits with separators below a million, SI prefixes
+ * from there (2.15 G, the unit is in the column header), exponent form when very small or huge.
+ */
 export function formatNumber(v: number, digits: 2 | 4 = 4): string {
-  if (v !== 0 && (Math.abs(v) < 1e-3 || Math.abs(v) >= 1e15)) return v.toExponential(digits - 1);
-  return (digits === 4 ? nf4 : nf2).format(v);
+  // Round first, so that 999,999 becomes 1 M rather than 1,000,000.
+  const r = Number(v.toPrecision(digits));
+  const a = Math.abs(r);
+  if (r !== 0 && (a < 1e-3 || a >= 1e15)) return v.toExponential(digits - 1);
+  const si = SI.find(([scale]) => a >= scale);
+  if (si) return `${Number((r / si[0]).toPrecision(digits))} ${si[1]}`;
+  return (digits === 4 ? nf4 : nf2).format(r);
 }
 
 export function formatDuration(ms: number): string {
@@ -217,7 +227,7 @@ function cellsSection(model: ReportModel): string {
         return `<td class="num" title="${escapeHtml(title)}">${text}</td>`;
       });
       const raw = model.cellDirs.has(c.id) ? `<a href="${escapeHtml(hrefTo(`../cells/${c.id}/`))}">files</a>` : '<span class="dim">—</span>';
-      return `<tr class="st-row-${escapeHtml(c.status)}"><td class="num">${c.index}</td><td><code>${escapeHtml(c.id)}</code>${reason && c.status !== 'ok' ? `<div class="reason">${escapeHtml(reason)}</div>` : ''}</td>${axisNames
+      return `<tr class="st-row-${escapeHtml(c.status)}"><td class="num">${c.index}</td><td class="id"><code>${escapeHtml(c.id).replace(/\./g, '.<wbr>')}</code>${reason && c.status !== 'ok' ? `<div class="reason">${escapeHtml(reason)}</div>` : ''}</td>${axisNames
         .map((a) => `<td>${Object.hasOwn(c.axes, a) ? escapeHtml(c.axes[a]) : '<span class="dim">—</span>'}</td>`)
         .join('')}<td>${statusBadge(c.status)}</td><td class="num">${okReps}/${config.repetitions}</td>${metricCells.join('')}<td>${raw}</td></tr>`;
     })
@@ -255,6 +265,8 @@ table.grid { width: 100%; font-size: 13px; }
 table.grid th, table.grid td { border-bottom: 1px solid var(--line); padding: 5px 8px; text-align: left; vertical-align: top; }
 table.grid thead th { position: sticky; top: 0; background: var(--soft); white-space: nowrap; }
 table.grid tbody tr:nth-child(even) { background: #fafbfc; }
+table.cells code { word-break: normal; overflow-wrap: normal; }
+table.cells td.id { min-width: 15em; }
 table.cells tr.st-row-failed, table.cells tr.st-row-timeout { background: #fff5f4 !important; }
 .num { text-align: right !important; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .pm, .unit { color: var(--dim); }

@@ -99,7 +99,7 @@ async function writeFigure(
     }
     return { view };
   }
-  view.notes = data.notes;
+  view.notes = [...data.notes, ...data.details];
   const withData = new Set(data.cells);
   const missing = failed.filter((c) => !withData.has(c.id));
   if (missing.length) view.missing = `missing from the chart: ${describeFailedCells(missing)}`;

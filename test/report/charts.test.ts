@@ -122,7 +122,8 @@ describe('figureData / figureSpec', () => {
     const d = figureData(fig({ where: { rw: 'randread' } }), synthetic(), order);
     expect(d.pooledAxes).toEqual(['bs']);
     expect(d.points[0]?.n).toBe(6);
-    expect(d.notes.join()).toMatch(/points pool cells that differ in bs/);
+    expect(d.notes).toEqual(['points pool cells that differ in bs']);
+    expect(d.details).toEqual(["to separate the pooled cells, add bs to the figure's where, color or facet"]);
   });
 
   it('notes points with n=1, which get no error bar', () => {
@@ -162,7 +163,8 @@ describe('figureData / figureSpec', () => {
     }
     const d = figureData(fig({ x: 'workload', color: 'rw', where: { bs: '4k' } }), rows, { workload: ['fio-dax', 'qemu-img'], rw: ['randread', 'randwrite'] });
     expect(d.points.map((p) => `${p.workload}/${p.rw}`)).toEqual(['fio-dax/randread', 'fio-dax/randwrite']);
-    expect(d.notes.join()).toMatch(/left out 2 cell\(s\) without a value for rw \(the axis does not apply to their workload\): fio.workload=qemu-img/);
+    expect(d.notes).toContain('left out 2 cell(s) without a value for rw');
+    expect(d.details).toContain('rw does not apply to the workload of: fio.workload=qemu-img.format=raw.bs=4k, fio.workload=qemu-img.format=qcow2.bs=4k');
     expect(d.pooledAxes).toEqual([]);
     // Only such cells: nothing to draw, said as "no samples" (they may have failed).
     const onlyQemu = rows.filter((r) => r.workload === 'qemu-img');

@@ -38,6 +38,10 @@ describe('html helpers', () => {
     expect(formatNumber(41234.5678)).toBe('41,230');
     expect(formatNumber(0.00012)).toBe('1.200e-4');
     expect(formatNumber(1234, 2)).toBe('1,200');
+    expect(formatNumber(2_150_000_000)).toBe('2.15 G');
+    expect(formatNumber(-1_234_567, 2)).toBe('-1.2 M');
+    expect(formatNumber(999_999)).toBe('1 M');
+    expect(formatNumber(999_949)).toBe('999,900');
     expect(formatDuration(750_000)).toBe('12 min 30 s');
     expect(formatDuration(3_600_000 + 5_000)).toBe('1 h 5 s');
     expect(formatDuration(420)).toBe('420 ms');
