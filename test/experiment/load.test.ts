@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExperimentError } from '../../src/experiment/errors.ts';
-import { loadExperiment } from '../../src/experiment/load.ts';
+import { loadExperiment, type LoadOptions } from '../../src/experiment/load.ts';
 import { fakeOpts } from './fake-workloads.ts';
 
 let dir: string;
@@ -14,7 +14,7 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function errorOf(text: string, opts = fakeOpts): Promise<ExperimentError> {
+async function errorOf(text: string, opts: LoadOptions = fakeOpts): Promise<ExperimentError> {
   const file = path.join(dir, `e${Math.random().toString(36).slice(2)}.yaml`);
   await writeFile(file, text);
   try {
@@ -38,7 +38,7 @@ describe('loadExperiment', () => {
   });
 
   it('uses the real workload registry by default, with its tool names as suggestions', async () => {
-    const e = await errorOf('name: r\nworkloads:\n  w:\n    tool: fioo\n', {} as typeof fakeOpts);
+    const e = await errorOf('name: r\nworkloads:\n  w:\n    tool: fioo\n', {});
     expect(e.problems).toHaveLength(1);
     expect(e.problems[0]!.message).toBe('unknown tool "fioo" (did you mean "fio"?)');
   });
