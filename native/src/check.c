@@ -76,6 +76,12 @@ int pcow_check(const char *path, unsigned flags, unsigned repair, struct pcow_ch
                 continue;
             }
             unref++;
+            if (img->nfiles == 1) {
+                /* holes (punched or never written) are free space, not leaks */
+                off_t d = lseek(img->fd[0], (off_t)(c * img->csize), SEEK_DATA);
+                if ((d < 0 && errno == ENXIO) || (d >= 0 && (uint64_t)d >= (c + 1) * img->csize))
+                    continue;
+            }
             if (pcow__pread(img, buf, img->csize, c * img->csize) < 0) {
                 res->check_errors++;
                 say(&ck, "error", "%s", img->err);

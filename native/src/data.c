@@ -400,6 +400,8 @@ int pcow_write(pcow_image *img, const void *buf, uint64_t len, uint64_t off)
         return r;
     if (!img->rw)
         return pcow__err(img, EROFS, "image is open read-only");
+    if (img->h.base_fmt && !img->base && img->base_fd < 0)
+        return pcow__err(img, ENXIO, "base image '%s' is not open; writing could hide its data", img->h.base);
     if (!len)
         return 0;
     const uint8_t *p = buf;
@@ -510,6 +512,8 @@ int pcow_alloc_cluster(pcow_image *img, uint64_t vc, bool fine, uint64_t fbm)
         return pcow__err(img, EROFS, "image is open read-only");
     if (vc >= img->nclusters)
         return pcow__err(img, EINVAL, "virtual cluster %llu is beyond %llu", (unsigned long long)vc, (unsigned long long)img->nclusters);
+    if (img->h.base_fmt && !img->base && img->base_fd < 0)
+        return pcow__err(img, ENXIO, "base image '%s' is not open; cannot copy from it", img->h.base);
     struct layer *A = &img->layers[img->active];
     uint64_t full = pcow__full_bitmap(img);
     if (fbm & ~full)

@@ -213,6 +213,12 @@ int pcow__hdr_decode(const uint8_t *b, int slot, struct hdr *h, char *why, size_
         return -EINVAL;
     }
     uint64_t cs = 1ull << h->cbits;
+    uint64_t l1_bytes = ((h->vsize + cs - 1) / cs + cs / 16 - 1) / (cs / 16) * 8;
+    if (l1_bytes > MAX_L1_BYTES) {
+        snprintf(why, wl, "virtual size %llu with %llu-byte clusters needs a %llu-byte L1 table (limit %llu)",
+                 (unsigned long long)h->vsize, (unsigned long long)cs, (unsigned long long)l1_bytes, MAX_L1_BYTES);
+        return -EINVAL;
+    }
     if (h->dir_off == 0 || h->dir_off % cs) {
         snprintf(why, wl, "layer directory offset 0x%llx is not a non-zero multiple of the cluster size", (unsigned long long)h->dir_off);
         return -EINVAL;

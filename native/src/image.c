@@ -274,13 +274,14 @@ static int read_dir(pcow_image *img)
  * dropped (check). */
 static int read_tables(pcow_image *img, struct layer *L)
 {
+    char what[96];
+    snprintf(what, sizeof what, "L1 table of layer %u", L->id);
+    int r = ref(img, L->l1_off, img->l1_span, what);
+    /* tables are allocated only once the L1 is known to lie inside the file */
     L->l1 = calloc(img->l1n ? img->l1n : 1, 8);
     L->l2 = calloc(img->l1n ? img->l1n : 1, sizeof(uint64_t *));
     if (!L->l1 || !L->l2)
         return pcow__err(img, ENOMEM, "out of memory");
-    char what[96];
-    snprintf(what, sizeof what, "L1 table of layer %u", L->id);
-    int r = ref(img, L->l1_off, img->l1_span, what);
     if (r)
         return r < 0 ? r : 0;
     uint8_t *b = malloc(img->l1n * 8 > img->csize ? img->l1n * 8 : img->csize);
@@ -960,7 +961,7 @@ int pcow_create(const char *path, const struct pcow_create_opts *o, char *err, s
         return create_fail(img, err, errlen, pcow__err(img, EINVAL, "virtual size %llu is outside 1 byte .. 4 PiB", (unsigned long long)vsize));
     h->vsize = vsize;
     derive(img);
-    if (img->l1_span > (64ull << 20))
+    if (img->l1n * 8 > MAX_L1_BYTES)
         return create_fail(img, err, errlen, pcow__err(img, EINVAL, "virtual size %llu needs an L1 table of %llu MiB per layer; use larger clusters",
                                                        (unsigned long long)vsize, (unsigned long long)(img->l1_span >> 20)));
     const char *bn = strrchr(path, '/');

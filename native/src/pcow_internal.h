@@ -16,6 +16,7 @@
 #define INCOMPAT_KNOWN INCOMPAT_STRIPES
 #define MAX_VIRTUAL_SIZE (1ull << 52) /* 4 PiB */
 #define MAX_STRIPE_UNIT_BITS 30
+#define MAX_L1_BYTES (64ull << 20) /* per layer */
 
 extern const uint8_t pcow_magic[8];
 

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Regenerate the fuzz seed corpus: small valid images (4 KiB clusters) covering snapshots,
+# fine-grained entries, a base reference, stripes, plus corrupt variants.
+# Usage: fuzz/make_corpus.sh path/to/pcow-img OUTDIR
+set -euo pipefail
+IMG=$1
+OUT=$2
+W=$(mktemp -d)
+trap 'rm -rf "$W"' EXIT
+mkdir -p "$OUT"
+cd "$W"
+head -c 9000 /dev/urandom > d1
+head -c 3000 /dev/urandom > d2
+"$IMG" create -c 4K empty.img 1M >/dev/null
+"$IMG" create -c 4K data.img 1M >/dev/null
+"$IMG" write data.img 0 d1 && "$IMG" write data.img 500000 d2
+"$IMG" create -c 4K snap.img 256K >/dev/null
+"$IMG" write snap.img 0 d1 && "$IMG" snapshot -c one snap.img && "$IMG" write snap.img 4096 d2
+"$IMG" snapshot -c two snap.img && "$IMG" snapshot -a one snap.img
+"$IMG" create -c 8K -s 4K fine.img 256K >/dev/null
+"$IMG" write fine.img 0 d1 && "$IMG" snapshot -c s fine.img
+head -c 65536 /dev/zero > base.raw
+"$IMG" create -c 4K -b base.raw -F raw based.img >/dev/null
+"$IMG" create -c 4K --stripes 2 --stripe-unit 4K striped.img 128K >/dev/null
+for f in empty data snap fine based striped; do cp "$f.img" "$OUT/valid-$f.img"; done
+# corrupt variants of data.img
+cp data.img c; printf '\xff' | dd of=c bs=1 seek=70 conv=notrunc status=none; cp c "$OUT/bad-slot0.img"
+cp data.img c; truncate -s 10000 c; cp c "$OUT/bad-truncated.img"
+cp data.img c; printf '\x00\x00\x00\x40' | dd of=c bs=1 seek=$((3 * 4096)) conv=notrunc status=none; cp c "$OUT/bad-cluster3.img"
+cp data.img c; head -c 4096 /dev/urandom | dd of=c bs=4096 seek=2 conv=notrunc status=none; cp c "$OUT/bad-l1.img"
+head -c 4096 data.img > "$OUT/bad-header-only.img"
+ls "$OUT" | wc -l
