@@ -7,12 +7,15 @@
  *   have no image yet take a caller-provided buffer (err, errlen; may be NULL). Messages name
  *   the file and what is wrong, e.g. "x.img: L2 table at 0x30000 lies outside the file (size 0x20000)".
  * - No global state: any number of images may be open in one process.
- * - Thread safety: a pcow_image is single-writer. Calls that change the image (pcow_write,
- *   pcow_alloc*, pcow_set_subunits, snapshot/rollback/rebase/commit, pcow_close) must be
- *   serialised by the caller. pcow_lookup, pcow_entry and pcow_extent_next read only in-memory
- *   tables, take no lock and do no I/O, so a fault handler may call them concurrently with one
- *   writer: table entries are published with release stores after they are durable, and read
- *   with acquire loads. pcow_read may run concurrently with other pcow_read calls.
+ * - Thread safety: a pcow_image is single-writer. Calls that change the image must be
+ *   serialised by the caller. pcow_lookup, pcow_entry_get and pcow_extent_next read only
+ *   in-memory tables, take no lock and do no I/O, so a fault handler may call them
+ *   concurrently with ONE thread doing data-path updates (pcow_write, pcow_reserve,
+ *   pcow_map_cluster, pcow_set_subunits, pcow_alloc_cluster): entries are published with
+ *   release stores after they are durable and read with acquire loads (tested under TSan).
+ *   Structural operations (snapshot create/delete/apply, rebase, commit, pcow_close) replace
+ *   tables and need the image to themselves: no concurrent call of any kind.
+ *   pcow_read may run concurrently with other pcow_read calls and with the lookups.
  * - The library never calls exit() or abort(), and validates every on-disk value before use.
  */
 #ifndef PCOW_H

@@ -5,6 +5,7 @@
 #include "testutil.h"
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -868,6 +869,60 @@ static void test_many_images(void)
     }
 }
 
+/* A fault handler's view: lookups from another thread while one writer allocates. Every
+ * mapping a lookup returns must already hold its data (data durable -> entry -> visible). */
+struct conc {
+    pcow_image *img;
+    int fd;
+    volatile int done;
+    int bad, seen;
+};
+static void *conc_reader(void *arg)
+{
+    struct conc *c = arg;
+    while (!__atomic_load_n(&c->done, __ATOMIC_ACQUIRE)) {
+        for (uint64_t vc = 0; vc < 256; vc++) {
+            struct pcow_mapping m;
+            if (pcow_lookup(c->img, vc, &m) < 0) {
+                c->bad++;
+                continue;
+            }
+            if (m.depth != 0)
+                continue;
+            uint8_t b = 0;
+            if (pread(c->fd, &b, 1, (off_t)m.file_off) != 1 || b != (uint8_t)(vc + 1))
+                c->bad++;
+            c->seen++;
+        }
+    }
+    return NULL;
+}
+
+static void test_concurrent_lookup(void)
+{
+    CHECK(mk("conc.img", 1 << 20, 4096, NULL) == 0);
+    struct conc c = {0};
+    c.img = op("conc.img", PCOW_OPEN_RDWR);
+    CHECK(c.img);
+    struct pcow_stripe s;
+    CHECK(pcow_stripe_get(c.img, 0, &s) == 0);
+    c.fd = s.fd;
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, conc_reader, &c) == 0);
+    uint8_t buf[4096];
+    int werr = 0;
+    for (uint64_t vc = 0; vc < 256; vc++) {
+        memset(buf, (int)(vc + 1), sizeof buf);
+        if (pcow_write(c.img, buf, sizeof buf, vc * 4096) < 0)
+            werr++;
+    }
+    __atomic_store_n(&c.done, 1, __ATOMIC_RELEASE);
+    pthread_join(th, NULL);
+    pcow_close(c.img, NULL, 0);
+    CHECK(werr == 0);
+    CHECK(c.bad == 0);
+}
+
 struct test {
     const char *name;
     void (*fn)(void);
@@ -893,6 +948,7 @@ static const struct test tests[] = {
     {"map", test_map},
     {"crash_states", test_crash_states},
     {"many_images", test_many_images},
+    {"concurrent_lookup", test_concurrent_lookup},
 };
 
 int main(int argc, char **argv)
