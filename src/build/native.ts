@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { repoRoot } from '../results/provenance.ts';
+import { repoRoot } from '../util/paths.ts';
 import { runChecked } from '../util/proc.ts';
 
 export const nativeDir = path.join(repoRoot, 'native');

@@ -2,7 +2,7 @@
 import { parseArgs } from 'node:util';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { repoRoot } from '../results/provenance.ts';
+import { repoRoot } from '../util/paths.ts';
 // Command modules are imported when their command runs: `deps` must work before anything else
 // is installed, and `doctor` should not load the chart renderer.
 

@@ -7,7 +7,8 @@ import { readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { failure, run } from '../util/proc.ts';
-import { cacheDir, repoRoot } from './cache.ts';
+import { cacheDir } from './cache.ts';
+import { repoRoot } from '../util/paths.ts';
 import { ensureCommands } from './install.ts';
 
 export const UFFD_PROBE_CFLAGS = ['-O2', '-std=c11', '-Wall', '-Wextra', '-Werror', '-pthread'] as const;
@@ -43,7 +44,7 @@ export const UffdProbeOutput = z.strictObject({
 export type UffdProbeOutput = z.infer<typeof UffdProbeOutput>;
 
 export function uffdProbeSource(): string {
-  return join(repoRoot(), 'native', 'probe', 'uffd_probe.c');
+  return join(repoRoot, 'native', 'probe', 'uffd_probe.c');
 }
 
 let binaryOnce: Promise<string> | undefined;

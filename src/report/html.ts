@@ -81,7 +81,7 @@ export function formatDuration(ms: number): string {
   return [h ? `${h} h` : '', m ? `${m} min` : '', `${s} s`].filter(Boolean).join(' ');
 }
 
-/** The first string found at one of `paths` ("a.b") in an unknown object (the host probe's shape may grow). */
+/** The first string found at one of `paths` ("a.b") in an unknown object (a manifest written by another version). */
 export function pick(obj: unknown, paths: readonly string[]): string | undefined {
   for (const p of paths) {
     let cur: unknown = obj;
@@ -114,11 +114,12 @@ function manifestSection(m: Manifest, config: ExperimentConfig): string {
     ? `${code(m.harness.commit)}${m.harness.dirty ? ' <span class="warn">dirty (uncommitted changes)</span>' : m.harness.dirty === false ? ' clean' : ' (dirty state unknown)'}`
     : '<span class="warn">not a git checkout</span>';
   const host = m.host;
-  const kernel = pick(host, ['kernel.release', 'kernelRelease', 'kernel', 'uname.release', 'os.kernel', 'release']);
-  const cmdline = pick(host, ['kernel.cmdline', 'kernelCmdline', 'cmdline']);
-  const cpu = pick(host, ['cpu.model', 'cpu.modelName', 'cpuModel', 'cpu.name', 'cpu']);
-  const cpus = pick(host, ['cpu.count', 'cpu.cores', 'cpus', 'nproc']);
-  const hostname = pick(host, ['hostname', 'host']);
+  // Field names of HostProbe (src/host/probe.ts); a manifest from another version may lack any.
+  const kernel = pick(host, ['kernel.release']);
+  const cmdline = pick(host, ['kernel.cmdline']);
+  const cpu = pick(host, ['cpu.model']);
+  const cpus = pick(host, ['cpu.cores']);
+  const hostname = pick(host, ['hostname']);
   const nativeHash = pick(m, ['build.native.sourceHash']);
   const nativeMs = pick(m, ['build.native.durationMs']);
   const c = m.cells;

@@ -1,11 +1,8 @@
 // Where a result came from: the harness's own version and git state.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { run } from '../util/proc.ts';
-
-/** The repository root (this file lives in src/results/). */
-export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+import { repoRoot } from '../util/paths.ts';
 
 export interface HarnessInfo {
   version: string;

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'csv-parse/sync';
 import { runExperiment } from '../../src/run/lifecycle.ts';
 import type { CellRecord, Manifest } from '../../src/results/types.ts';
-import { repoRoot } from '../../src/results/provenance.ts';
+import { repoRoot } from '../../src/util/paths.ts';
 import { run } from '../../src/util/proc.ts';
 
 let tmp: string;
