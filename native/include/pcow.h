@@ -43,9 +43,12 @@ enum pcow_base_format { PCOW_BASE_NONE = 0, PCOW_BASE_RAW = 1, PCOW_BASE_PCOW = 
 
 typedef struct pcow_image pcow_image;
 
-/* Where durability comes from. Called after data or metadata was written with pwrite() to
- * fd at [off, off+len) and must be durable before the library continues. Default: fdatasync(fd).
- * A DAX runtime may plug in a cache-line flush + fence. Returns 0 or a negative errno. */
+/* Where durability comes from. Called at each ordering point of the update protocol, once per
+ * file written (pwrite) or extended (fallocate) since the previous call; [off, off+len) spans
+ * the bytes written (len 0 when the file was only extended). Everything written before must be
+ * durable when it returns. Default: fdatasync(fd). A DAX runtime may plug in a cache-line
+ * flush + fence over its mapping of that range (plus fdatasync when the file was extended).
+ * Returns 0 or a negative errno. */
 typedef int (*pcow_persist_fn)(void *ctx, int fd, uint64_t off, uint64_t len);
 
 struct pcow_create_opts {

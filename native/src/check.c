@@ -110,6 +110,7 @@ int pcow_check(const char *path, unsigned flags, unsigned repair, struct pcow_ch
                     say(&ck, "error", "%s: cannot truncate %s: %s", path, img->fpath[f], strerror(errno));
                 } else if (fs < img->fsize[f]) {
                     img->fsize[f] = fs;
+                    img->size_changed[f] = true;
                 }
             }
             img->end = ne;

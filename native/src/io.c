@@ -73,6 +73,12 @@ static int rw_loop(pcow_image *img, bool wr, void *buf, uint64_t len, uint64_t a
         }
         if (wr && off + n > img->fsize[f])
             img->fsize[f] = off + n;
+        if (wr) {
+            if (img->dirty_hi[f] == 0 || off < img->dirty_lo[f])
+                img->dirty_lo[f] = off;
+            if (off + n > img->dirty_hi[f])
+                img->dirty_hi[f] = off + n;
+        }
         p += n;
         addr += n;
         len -= n;
@@ -112,10 +118,17 @@ int pcow__persist_all(pcow_image *img)
 {
     if (!img->persist)
         img->persist = default_persist;
+    /* Only files written since the last call, with the range written; fallocate-extended
+     * sizes are covered because fdatasync flushes the size change with the data. */
     for (uint32_t f = 0; f < img->nfiles; f++) {
-        int r = img->persist(img->persist_ctx, img->fd[f], 0, img->fsize[f]);
+        if (!img->dirty_hi[f] && !img->size_changed[f])
+            continue;
+        uint64_t lo = img->dirty_hi[f] ? img->dirty_lo[f] : 0, hi = img->dirty_hi[f] ? img->dirty_hi[f] : 0;
+        int r = img->persist(img->persist_ctx, img->fd[f], lo, hi - lo);
         if (r < 0)
             return pcow__err(img, r, "cannot make %s durable: %s", img->fpath[f], strerror(-r));
+        img->dirty_lo[f] = img->dirty_hi[f] = 0;
+        img->size_changed[f] = false;
     }
     return 0;
 }
@@ -143,6 +156,7 @@ int pcow__reserve(pcow_image *img, uint64_t n, uint64_t *addr)
         }
         if (off + img->csize > img->fsize[f])
             img->fsize[f] = off + img->csize;
+        img->size_changed[f] = true;
     }
     img->end = a + n * img->csize;
     *addr = a;

@@ -60,6 +60,8 @@ struct pcow_image {
     int fd[PCOW_MAX_STRIPES];
     char *fpath[PCOW_MAX_STRIPES];
     uint64_t fsize[PCOW_MAX_STRIPES];
+    uint64_t dirty_lo[PCOW_MAX_STRIPES], dirty_hi[PCOW_MAX_STRIPES]; /* written since the last persist */
+    bool size_changed[PCOW_MAX_STRIPES];  /* fallocate since the last persist */
     struct hdr h;
     int cur_slot;           /* slot the header was loaded from */
     bool slot_valid[2];
