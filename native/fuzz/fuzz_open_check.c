@@ -1,7 +1,8 @@
 /* libFuzzer target: the input is an image file. Each input is checked (pcow_check), opened
  * (pcow_open: full validation) and, when it opens, read, looked up and mapped. A second pass
  * fixes up the header and directory checksums so that mutations reach the table validation
- * behind them, and also runs leak/header repair. The base chain is never followed (the
+ * behind them, runs leak/header repair, and, on images that open, snapshot/write/delete/apply
+ * operations followed by a check that must find no corruption. The base chain is never followed (the
  * harness has no base files); stripe files named by an input simply do not exist. */
 #define _GNU_SOURCE
 #include "pcow.h"
@@ -86,6 +87,43 @@ static void exercise(unsigned repair)
     pcow_close(img, NULL, 0);
 }
 
+/* An image that passed open's validation must stay consistent through valid operations:
+ * any corruption that check finds afterwards is a bug in libpcow (abort = a finding). */
+static void mutate(void)
+{
+    pcow_image *img;
+    char err[1024];
+    if (pcow_open(path, PCOW_OPEN_RDWR | PCOW_OPEN_NO_BASE | PCOW_OPEN_FINE_COW, &img, err, sizeof err) < 0)
+        return;
+    struct pcow_info in;
+    pcow_get_info(img, &in);
+    if (in.l1_entries * 8 > (1u << 20)) { /* keep each run small */
+        pcow_close(img, NULL, 0);
+        return;
+    }
+    uint8_t buf[5000];
+    memset(buf, 0x5a, sizeof buf);
+    if (!in.base_format)
+        pcow_write(img, buf, in.virtual_size < sizeof buf ? in.virtual_size : sizeof buf, 0);
+    pcow_snapshot_create(img, "fz");
+    if (!in.base_format)
+        pcow_write(img, buf, in.virtual_size < 100 ? in.virtual_size : 100, 0);
+    struct pcow_layer_info L;
+    if (pcow_layer_count(img) > 2 && pcow_layer_get(img, 0, &L) == 0 && !L.active) {
+        char id[16];
+        snprintf(id, sizeof id, "%u", L.id);
+        pcow_snapshot_delete(img, id);
+    }
+    pcow_snapshot_apply(img, "fz");
+    pcow_snapshot_delete(img, "fz");
+    pcow_close(img, NULL, 0);
+    struct pcow_check_result res;
+    if (pcow_check(path, PCOW_OPEN_NO_BASE, 0, &res, NULL, NULL, err, sizeof err) == 0 && res.corruptions) {
+        fprintf(stderr, "image became corrupt after valid operations\n");
+        abort();
+    }
+}
+
 static uint32_t rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return le32toh(v); }
 static uint64_t rd64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return le64toh(v); }
 static void wr32(uint8_t *p, uint32_t v) { v = htole32(v); memcpy(p, &v, 4); }
@@ -126,6 +164,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         put(c, size);
         exercise(PCOW_REPAIR_ALL);
+        mutate();
         free(c);
     }
     return 0;
