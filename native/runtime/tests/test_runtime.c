@@ -1,0 +1,773 @@
+/* Tests of libpcow-runtime through the mapping: thin provisioning, zero reads, snapshot
+ * isolation, rollback, base read-through, fine-grained COW persisted across reopen, 8 threads
+ * on the same and different clusters, kernel-mode faults (pread into the range), errors as
+ * memory errors (never a hang), the VMA budget, striping, snapshots under load, and a SIGKILL
+ * crash test (CRASH_TRIALS, default 20). Images live in a fresh directory under /dev/shm
+ * (PCOW_TEST_DIR overrides). */
+#include "rt_testutil.h"
+
+#include "pcow_runtime.h"
+
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+static char dir[256];
+static char errbuf[2048];
+
+#define KiB 1024ull
+#define MiB (1024ull * 1024ull)
+
+static void path_of(char *out, size_t n, const char *name) { snprintf(out, n, "%s/%s", dir, name); }
+
+static void create_image(const char *name, uint64_t vsize, uint32_t csize, const char *base, uint32_t stripes)
+{
+    char p[512];
+    path_of(p, sizeof p, name);
+    struct pcow_create_opts o = {.virtual_size = vsize, .cluster_size = csize, .base = base,
+                                 .stripe_count = stripes};
+    CHECK_OK(pcow_create(p, &o, errbuf, sizeof errbuf), "create %s: %s", p, errbuf);
+}
+
+static pcow_runtime *map_image(const char *name, const struct pcow_runtime_opts *o)
+{
+    char p[512];
+    path_of(p, sizeof p, name);
+    pcow_runtime *rt = NULL;
+    CHECK_OK(pcow_runtime_open(p, 0, o, &rt, errbuf, sizeof errbuf), "map %s: %s", p, errbuf);
+    return rt;
+}
+
+static void unmap(pcow_runtime *rt)
+{
+    CHECK_OK(pcow_runtime_unmap(rt, errbuf, sizeof errbuf), "unmap: %s", errbuf);
+}
+
+static pcow_image *open_image(const char *name)
+{
+    char p[512];
+    path_of(p, sizeof p, name);
+    pcow_image *img = NULL;
+    CHECK_OK(pcow_open(p, 0, &img, errbuf, sizeof errbuf), "open %s: %s", p, errbuf);
+    return img;
+}
+
+static uint64_t allocated(pcow_runtime *rt)
+{
+    struct pcow_info in;
+    pcow_get_info(pcow_runtime_image(rt), &in);
+    return in.allocated_clusters;
+}
+
+static uint8_t pat(uint64_t off, uint32_t seed) { return (uint8_t)((off * 2654435761u + seed * 97u) >> 7); }
+
+static void fill(uint8_t *p, uint64_t off, uint64_t len, uint32_t seed)
+{
+    for (uint64_t i = 0; i < len; i++)
+        p[i] = pat(off + i, seed);
+}
+
+static void expect_pat(const uint8_t *p, uint64_t off, uint64_t len, uint32_t seed, const char *what)
+{
+    for (uint64_t i = 0; i < len; i++)
+        CHECK(p[i] == pat(off + i, seed), "%s: byte at 0x%" PRIx64 " is 0x%02x, expected 0x%02x", what, off + i, p[i],
+              pat(off + i, seed));
+}
+
+static void expect_zero(const uint8_t *p, uint64_t len, const char *what)
+{
+    for (uint64_t i = 0; i < len; i++)
+        CHECK(p[i] == 0, "%s: byte at +0x%" PRIx64 " is 0x%02x, expected 0", what, i, p[i]);
+}
+
+static void check_image_clean(const char *name)
+{
+    char p[512];
+    path_of(p, sizeof p, name);
+    struct pcow_check_result res;
+    memset(&res, 0, sizeof res);
+    CHECK_OK(pcow_check(p, 0, 0, &res, NULL, NULL, errbuf, sizeof errbuf), "check %s: %s", p, errbuf);
+    CHECK(res.corruptions == 0 && res.check_errors == 0, "%s: %" PRIu64 " corruptions, %" PRIu64 " check errors", p,
+          res.corruptions, res.check_errors);
+}
+
+/* ---- 1. thin provisioning: reads allocate nothing, first write allocates, data persists ---- */
+static void t_thin(void)
+{
+    create_image("thin.img", 64 * MiB, 64 * KiB, NULL, 0);
+    pcow_runtime *rt = map_image("thin.img", NULL);
+    uint8_t *m = pcow_runtime_addr(rt);
+    CHECK(((uintptr_t)m & (2 * MiB - 1)) == 0, "range %p is not 2 MiB aligned", (void *)m);
+    CHECK(pcow_runtime_size(rt) == 64 * MiB, "size %" PRIu64, pcow_runtime_size(rt));
+    volatile uint64_t sum = 0;
+    for (uint64_t off = 0; off < 64 * MiB; off += 4 * KiB)
+        sum += m[off];
+    CHECK(sum == 0, "never-written memory does not read as zeros");
+    CHECK(allocated(rt) == 0, "reads allocated %" PRIu64 " clusters", allocated(rt));
+    fill(m + 3 * MiB + 100, 3 * MiB + 100, 200 * KiB, 1);
+    fill(m + 60 * MiB, 60 * MiB, 1, 1);
+    CHECK(allocated(rt) == 5, "allocated %" PRIu64 " clusters, expected 5", allocated(rt));
+    expect_pat(m + 3 * MiB + 100, 3 * MiB + 100, 200 * KiB, 1, "read back");
+    expect_zero(m + 3 * MiB, 100, "before the write");
+    struct pcow_runtime_stats st;
+    pcow_runtime_get_stats(rt, &st);
+    CHECK(st.expansions == 5, "expansions %" PRIu64, st.expansions);
+    CHECK(st.read_zero > 0 && st.errors == 0, "read_zero %" PRIu64 " errors %" PRIu64, st.read_zero, st.errors);
+    unmap(rt);
+    pcow_image *img = open_image("thin.img");
+    uint8_t *buf = malloc(256 * KiB);
+    CHECK_OK(pcow_read(img, buf, 200 * KiB, 3 * MiB + 100), "%s", pcow_errmsg(img));
+    expect_pat(buf, 3 * MiB + 100, 200 * KiB, 1, "after reopen (pcow_read)");
+    pcow_close(img, NULL, 0);
+    rt = map_image("thin.img", NULL);
+    m = pcow_runtime_addr(rt);
+    expect_pat(m + 3 * MiB + 100, 3 * MiB + 100, 200 * KiB, 1, "after remap");
+    expect_pat(m + 60 * MiB, 60 * MiB, 1, 1, "after remap");
+    pcow_runtime_get_stats(rt, &st);
+    CHECK(st.expansions == 0, "remapped data faulted %" PRIu64 " expansions", st.expansions);
+    unmap(rt);
+    free(buf);
+    check_image_clean("thin.img");
+}
+
+/* ---- 2. random writes, unmap/reopen, whole-image comparison with a shadow copy ---- */
+static void t_integrity(void)
+{
+    const uint64_t vs = 32 * MiB;
+    create_image("integ.img", vs, 16 * KiB, NULL, 0);
+    uint8_t *shadow = calloc(1, vs);
+    srand(7);
+    for (int round = 0; round < 3; round++) {
+        struct pcow_runtime_opts o = {.prealloc_depth = round == 1 ? 8 : 0, .handler_threads = 2};
+        pcow_runtime *rt = map_image("integ.img", &o);
+        uint8_t *m = pcow_runtime_addr(rt);
+        CHECK(memcmp(m, shadow, vs) == 0, "round %d: mapping differs from what was written", round);
+        for (int i = 0; i < 300; i++) {
+            uint64_t off = ((uint64_t)rand() * 4099u) % vs, len = 1 + (uint64_t)rand() % (40 * KiB);
+            if (off + len > vs)
+                len = vs - off;
+            uint32_t seed = (uint32_t)rand();
+            fill(m + off, off, len, seed);
+            fill(shadow + off, off, len, seed);
+        }
+        CHECK(memcmp(m, shadow, vs) == 0, "round %d: mapping differs right after writing", round);
+        unmap(rt);
+        pcow_image *img = open_image("integ.img");
+        uint8_t *b = malloc(vs);
+        CHECK_OK(pcow_read(img, b, vs, 0), "%s", pcow_errmsg(img));
+        CHECK(memcmp(b, shadow, vs) == 0, "round %d: reopened image differs", round);
+        free(b);
+        pcow_close(img, NULL, 0);
+    }
+    free(shadow);
+    check_image_clean("integ.img");
+}
+
+/* ---- 3. snapshot isolation and rollback, while mapped and after reopen ---- */
+static void t_snapshot(void)
+{
+    const uint64_t vs = 8 * MiB;
+    create_image("snap.img", vs, 64 * KiB, NULL, 0);
+    pcow_runtime *rt = map_image("snap.img", NULL);
+    uint8_t *m = pcow_runtime_addr(rt);
+    fill(m, 0, 4 * MiB, 1); /* A */
+    CHECK_OK(pcow_runtime_snapshot(rt, "s1"), "%s", pcow_runtime_errmsg(rt));
+    CHECK(allocated(rt) == 0, "the new active layer owns %" PRIu64 " clusters", allocated(rt));
+    expect_pat(m, 0, 4 * MiB, 1, "snapshot data reads through");
+    expect_zero(m + 4 * MiB, 4 * MiB, "holes under the snapshot");
+    CHECK(allocated(rt) == 0, "reads after the snapshot allocated %" PRIu64 " clusters", allocated(rt));
+    fill(m + 1 * MiB + 10, 1 * MiB + 10, 100, 2); /* B: COW of one cluster */
+    fill(m + 6 * MiB, 6 * MiB, 64 * KiB, 2);     /* B: a hole under the snapshot */
+    CHECK(allocated(rt) == 2, "allocated %" PRIu64 ", expected 2", allocated(rt));
+    expect_pat(m + 1 * MiB, 1 * MiB, 10, 1, "rest of the COWed cluster");
+    expect_pat(m + 1 * MiB + 10, 1 * MiB + 10, 100, 2, "written bytes");
+    expect_pat(m + 1 * MiB + 110, 1 * MiB + 110, 64 * KiB - 110, 1, "rest of the COWed cluster");
+    struct pcow_runtime_stats st;
+    pcow_runtime_get_stats(rt, &st);
+    CHECK(st.cows == 1 && st.cow_bytes == 64 * KiB, "cows %" PRIu64 " bytes %" PRIu64, st.cows, st.cow_bytes);
+    CHECK_OK(pcow_runtime_snapshot(rt, "s2"), "%s", pcow_runtime_errmsg(rt));
+    fill(m, 0, 8 * MiB, 3); /* C everywhere */
+    /* rollback to s1: A, and B/C gone */
+    CHECK_OK(pcow_runtime_rollback(rt, "s1"), "%s", pcow_runtime_errmsg(rt));
+    expect_pat(m, 0, 4 * MiB, 1, "after rollback to s1");
+    expect_zero(m + 4 * MiB, 4 * MiB, "after rollback to s1");
+    fill(m + 2 * MiB, 2 * MiB, 8, 4);
+    unmap(rt);
+    /* s2 still holds B over A */
+    pcow_image *img = open_image("snap.img");
+    uint8_t *b = malloc(vs);
+    CHECK_OK(pcow_read(img, b, vs, 0), "%s", pcow_errmsg(img));
+    expect_pat(b + 2 * MiB, 2 * MiB, 8, 4, "active after reopen");
+    expect_pat(b + 2 * MiB + 8, 2 * MiB + 8, 2 * MiB - 8, 1, "active after reopen");
+    pcow_close(img, NULL, 0);
+    rt = map_image("snap.img", NULL);
+    m = pcow_runtime_addr(rt);
+    CHECK_OK(pcow_runtime_rollback(rt, "s2"), "%s", pcow_runtime_errmsg(rt));
+    expect_pat(m + 1 * MiB + 10, 1 * MiB + 10, 100, 2, "s2 content");
+    expect_pat(m + 6 * MiB, 6 * MiB, 64 * KiB, 2, "s2 content");
+    expect_pat(m + 2 * MiB, 2 * MiB, 2 * MiB, 1, "s2 content");
+    unmap(rt);
+    free(b);
+    check_image_clean("snap.img");
+}
+
+/* ---- 4. base image read-through, writes only in the active layer ---- */
+static void t_base(void)
+{
+    char bp[512];
+    path_of(bp, sizeof bp, "base.raw");
+    const uint64_t bs = 3 * MiB + 12345;
+    uint8_t *b = malloc(bs);
+    fill(b, 0, bs, 9);
+    int fd = open(bp, O_CREAT | O_TRUNC | O_WRONLY, 0644);
+    CHECK(fd >= 0 && write(fd, b, bs) == (ssize_t)bs, "cannot write %s", bp);
+    close(fd);
+    create_image("over.img", 4 * MiB, 64 * KiB, "base.raw", 0);
+    pcow_runtime *rt = map_image("over.img", NULL);
+    uint8_t *m = pcow_runtime_addr(rt);
+    expect_pat(m, 0, bs, 9, "base data through the mapping");
+    expect_zero(m + bs, 4 * MiB - bs, "beyond the base");
+    CHECK(allocated(rt) == 0, "reading the base allocated %" PRIu64, allocated(rt));
+    m[100] ^= 0xff;
+    m[3 * MiB + 1] = 0x42; /* in the base's partial last cluster */
+    CHECK(allocated(rt) == 2, "allocated %" PRIu64, allocated(rt));
+    uint8_t want = (uint8_t)(pat(100, 9) ^ 0xffu);
+    CHECK(m[100] == want, "write lost");
+    expect_pat(m + 101, 101, 64 * KiB - 101, 9, "rest of the COWed cluster");
+    unmap(rt);
+    uint8_t *c = malloc(bs);
+    fd = open(bp, O_RDONLY);
+    CHECK(fd >= 0 && read(fd, c, bs) == (ssize_t)bs, "cannot read %s", bp);
+    close(fd);
+    CHECK(memcmp(b, c, bs) == 0, "the base image changed");
+    free(b);
+    free(c);
+    check_image_clean("over.img");
+}
+
+/* ---- 5. fine-grained COW: a 4 KiB unit at 64 KiB clusters, persisted and read back ---- */
+static void t_fine_cow(void)
+{
+    create_image("fine.img", 4 * MiB, 64 * KiB, NULL, 0);
+    pcow_runtime *rt = map_image("fine.img", NULL);
+    uint8_t *m = pcow_runtime_addr(rt);
+    fill(m, 0, 4 * MiB, 1);
+    CHECK_OK(pcow_runtime_snapshot(rt, "s"), "%s", pcow_runtime_errmsg(rt));
+    unmap(rt);
+    struct pcow_runtime_opts o = {.cow_unit = 4096};
+    rt = map_image("fine.img", &o);
+    m = pcow_runtime_addr(rt);
+    const uint64_t c = 5 * 64 * KiB;
+    volatile uint8_t rd = m[c + 30000]; /* lower data placed write-protected */
+    (void)rd;
+    fill(m + c + 8192 + 5, c + 8192 + 5, 10, 2);
+    struct pcow_runtime_stats st;
+    pcow_runtime_get_stats(rt, &st);
+    CHECK(st.cows == 1 && st.cow_bytes == 4096, "cows %" PRIu64 ", cow_bytes %" PRIu64 " (expected 1, 4096)", st.cows,
+          st.cow_bytes);
+    expect_pat(m + c, c, 8192 + 5, 1, "lower data before the unit");
+    expect_pat(m + c + 8192 + 5, c + 8192 + 5, 10, 2, "written bytes");
+    expect_pat(m + c + 8192 + 15, c + 8192 + 15, 64 * KiB - 8192 - 15, 1, "lower data after");
+    fill(m + c + 60 * KiB, c + 60 * KiB, 4 * KiB, 3); /* another unit of the same cluster */
+    pcow_runtime_get_stats(rt, &st);
+    CHECK(st.cows == 2 && st.cow_bytes == 8192, "cows %" PRIu64 ", cow_bytes %" PRIu64, st.cows, st.cow_bytes);
+    unmap(rt);
+    /* the partial entry is on disk */
+    pcow_image *img = open_image("fine.img");
+    struct pcow_mapping mp;
+    CHECK_OK(pcow_lookup(img, 5, &mp), "lookup");
+    CHECK(mp.depth == 0 && mp.partial && mp.bitmap == ((1ull << 2) | (1ull << 15)),
+          "entry depth %d partial %d bitmap 0x%" PRIx64, mp.depth, mp.partial, mp.bitmap);
+    uint8_t *b = malloc(64 * KiB);
+    CHECK_OK(pcow_read(img, b, 64 * KiB, c), "%s", pcow_errmsg(img));
+    expect_pat(b, c, 8192 + 5, 1, "reopened");
+    expect_pat(b + 8192 + 5, c + 8192 + 5, 10, 2, "reopened");
+    expect_pat(b + 60 * KiB, c + 60 * KiB, 4 * KiB, 3, "reopened");
+    pcow_close(img, NULL, 0);
+    /* remapped with whole-cluster COW: owned units come from the file, the rest from below */
+    rt = map_image("fine.img", NULL);
+    m = pcow_runtime_addr(rt);
+    expect_pat(m + c, c, 8192 + 5, 1, "remapped");
+    expect_pat(m + c + 8192 + 5, c + 8192 + 5, 10, 2, "remapped");
+    expect_pat(m + c + 8192 + 15, c + 8192 + 15, 52 * KiB - 8192 - 15, 1, "remapped");
+    expect_pat(m + c + 60 * KiB, c + 60 * KiB, 4 * KiB, 3, "remapped");
+    m[c + 20000] = 0x77; /* completes the cluster */
+    CHECK(m[c + 20000] == 0x77, "write lost");
+    expect_pat(m + c, c, 8192 + 5, 1, "after completing");
+    expect_pat(m + c + 8192 + 5, c + 8192 + 5, 10, 2, "after completing");
+    expect_pat(m + c + 60 * KiB, c + 60 * KiB, 4 * KiB, 3, "after completing");
+    unmap(rt);
+    img = open_image("fine.img");
+    CHECK_OK(pcow_lookup(img, 5, &mp), "lookup");
+    CHECK(mp.depth == 0 && (!mp.partial || mp.bitmap == 0xffff), "entry partial %d bitmap 0x%" PRIx64, mp.partial,
+          mp.bitmap);
+    CHECK_OK(pcow_read(img, b, 64 * KiB, c), "%s", pcow_errmsg(img));
+    CHECK(b[20000] == 0x77, "completed cluster lost the write");
+    expect_pat(b + 60 * KiB, c + 60 * KiB, 4 * KiB, 3, "completed cluster");
+    pcow_close(img, NULL, 0);
+    free(b);
+    /* a COW unit below the image's sub-unit is refused with a clear message */
+    create_image("fine2m.img", 8 * MiB, 2 * MiB, NULL, 0);
+    char p[512];
+    path_of(p, sizeof p, "fine2m.img");
+    struct pcow_runtime_opts o2 = {.cow_unit = 4096};
+    pcow_runtime *rt2 = NULL;
+    int r = pcow_runtime_open(p, 0, &o2, &rt2, errbuf, sizeof errbuf);
+    CHECK(r == -EINVAL && strstr(errbuf, "sub-unit"), "r=%d msg '%s'", r, errbuf);
+    check_image_clean("fine.img");
+}
+
+/* ---- 6. 8 threads on the same and on different clusters ---- */
+struct race {
+    uint8_t *m;
+    uint64_t csize;
+    int idx, round;
+    pthread_barrier_t *bar;
+};
+
+static void *race_thread(void *arg)
+{
+    struct race *r = arg;
+    pthread_barrier_wait(r->bar);
+    uint64_t base = (uint64_t)r->round * 16 * r->csize;
+    /* same cluster: each thread its own 512-byte slice of cluster `base`, first touch racing */
+    uint64_t o = base + (uint64_t)r->idx * 512;
+    fill(r->m + o, o, 512, 100u + (uint32_t)r->round);
+    /* different clusters: cluster base + 1 + idx, and a shared second page of cluster base + 9 */
+    o = base + (1 + (uint64_t)r->idx) * r->csize + 64;
+    fill(r->m + o, o, 100, 100u + (uint32_t)r->round);
+    o = base + 9 * r->csize + 4096 + (uint64_t)r->idx * 8;
+    fill(r->m + o, o, 8, 100u + (uint32_t)r->round);
+    return NULL;
+}
+
+static void race_rounds(const char *name, bool snapshot_first, uint32_t unit)
+{
+    const uint64_t cs = 64 * KiB;
+    create_image(name, 16 * MiB, (uint32_t)cs, NULL, 0);
+    if (snapshot_first) {
+        pcow_runtime *rt0 = map_image(name, NULL);
+        fill(pcow_runtime_addr(rt0), 0, 16 * MiB, 55);
+        CHECK_OK(pcow_runtime_snapshot(rt0, "under"), "%s", pcow_runtime_errmsg(rt0));
+        unmap(rt0);
+    }
+    struct pcow_runtime_opts o = {.handler_threads = 4, .prealloc_depth = 4, .cow_unit = unit};
+    pcow_runtime *rt = map_image(name, &o);
+    uint8_t *m = pcow_runtime_addr(rt);
+    const int rounds = 12;
+    for (int round = 0; round < rounds; round++) {
+        pthread_barrier_t bar;
+        pthread_barrier_init(&bar, NULL, 8);
+        pthread_t t[8];
+        struct race a[8];
+        for (int i = 0; i < 8; i++) {
+            a[i] = (struct race){m, cs, i, round, &bar};
+            pthread_create(&t[i], NULL, race_thread, &a[i]);
+        }
+        for (int i = 0; i < 8; i++)
+            pthread_join(t[i], NULL);
+        pthread_barrier_destroy(&bar);
+    }
+    struct pcow_runtime_stats st;
+    pcow_runtime_get_stats(rt, &st);
+    uint64_t want_clusters = (uint64_t)rounds * 10;
+    if (!snapshot_first)
+        CHECK(st.expansions == want_clusters && allocated(rt) == want_clusters,
+              "%" PRIu64 " expansions, %" PRIu64 " allocated, expected %" PRIu64 " (duplicate allocation?)",
+              st.expansions, allocated(rt), want_clusters);
+    else if (unit == 0)
+        CHECK(st.cows == want_clusters && allocated(rt) == want_clusters, "%" PRIu64 " cows, %" PRIu64 " allocated",
+              st.cows, allocated(rt));
+    CHECK(st.errors == 0, "%" PRIu64 " fault errors: %s", st.errors, pcow_runtime_errmsg(rt));
+    unmap(rt);
+    pcow_image *img = open_image(name);
+    uint8_t *b = malloc(16 * MiB);
+    CHECK_OK(pcow_read(img, b, 16 * MiB, 0), "%s", pcow_errmsg(img));
+    pcow_close(img, NULL, 0);
+    for (int round = 0; round < rounds; round++) {
+        uint64_t base = (uint64_t)round * 16 * cs;
+        uint32_t seed = 100u + (uint32_t)round;
+        expect_pat(b + base, base, 8 * 512, seed, "same-cluster writes");
+        for (int i = 0; i < 8; i++) {
+            uint64_t o2 = base + (1 + (uint64_t)i) * cs + 64;
+            expect_pat(b + o2, o2, 100, seed, "different-cluster writes");
+            if (snapshot_first)
+                expect_pat(b + o2 - 64, o2 - 64, 64, 55, "lower data kept around a write");
+        }
+        expect_pat(b + base + 9 * cs + 4096, base + 9 * cs + 4096, 64, seed, "shared-page writes");
+    }
+    free(b);
+    check_image_clean(name);
+}
+
+static void t_threads_expand(void) { race_rounds("race1.img", false, 0); }
+static void t_threads_cow(void) { race_rounds("race2.img", true, 0); }
+static void t_threads_fine_cow(void) { race_rounds("race3.img", true, 4096); }
+
+/* ---- 7. kernel-mode faults: pread() into unallocated and write-protected parts ---- */
+static void t_kernel_fault(void)
+{
+    char fp[512];
+    path_of(fp, sizeof fp, "src.bin");
+    const uint64_t n = 300 * KiB + 123;
+    uint8_t *src = malloc(n);
+    fill(src, 0, n, 21);
+    int fd = open(fp, O_CREAT | O_TRUNC | O_RDWR, 0644);
+    CHECK(fd >= 0 && write(fd, src, n) == (ssize_t)n, "write %s", fp);
+    create_image("kfault.img", 8 * MiB, 64 * KiB, NULL, 0);
+    pcow_runtime *rt = map_image("kfault.img", NULL);
+    uint8_t *m = pcow_runtime_addr(rt);
+    ssize_t got = pread(fd, m + 1 * MiB + 777, n, 0); /* holes: MISSING faults from kernel mode */
+    CHECK(got == (ssize_t)n, "pread into the hole returned %zd (%s)", got, strerror(errno));
+    expect_pat(m + 1 * MiB + 777, 0, n, 21, "pread into a hole");
+    /* write-protected pages: zero pages placed by a read, then written by the kernel */
+    volatile uint8_t z = m[5 * MiB];
+    (void)z;
+    got = pread(fd, m + 5 * MiB, 4096, 0);
+    CHECK(got == 4096, "pread into a write-protected zero page returned %zd (%s)", got, strerror(errno));
+    expect_pat(m + 5 * MiB, 0, 4096, 21, "pread into a WP page");
+    /* lower data after a snapshot: the kernel's write triggers the COW */
+    CHECK_OK(pcow_runtime_snapshot(rt, "s"), "%s", pcow_runtime_errmsg(rt));
+    z = m[1 * MiB + 777 + 5];
+    got = pread(fd, m + 1 * MiB + 70000, 1000, 5000);
+    CHECK(got == 1000, "pread into snapshot data returned %zd (%s)", got, strerror(errno));
+    expect_pat(m + 1 * MiB + 70000, 5000, 1000, 21, "pread COW");
+    expect_pat(m + 1 * MiB + 777, 0, 70000 - 777, 21, "around the pread COW");
+    /* and write() from the range: kernel-mode reads of holes */
+    char op[512];
+    path_of(op, sizeof op, "out.bin");
+    int ofd = open(op, O_CREAT | O_TRUNC | O_RDWR, 0644);
+    CHECK(ofd >= 0 && write(ofd, m + 7 * MiB, 128 * KiB) == (ssize_t)(128 * KiB), "write from a hole");
+    uint8_t *back = malloc(128 * KiB);
+    CHECK(pread(ofd, back, 128 * KiB, 0) == (ssize_t)(128 * KiB), "read back");
+    expect_zero(back, 128 * KiB, "write() from a hole");
+    close(ofd);
+    close(fd);
+    unmap(rt);
+    free(src);
+    free(back);
+    check_image_clean("kfault.img");
+}
+
+/* ---- 8. errors while serving a fault reach the faulting thread; never a hang ---- */
+static sigjmp_buf jb;
+static volatile sig_atomic_t got_sig;
+static void on_bus(int sig)
+{
+    got_sig = sig;
+    siglongjmp(jb, 1);
+}
+
+static void error_case(bool no_poison)
+{
+    const char *name = no_poison ? "full2.img" : "full.img";
+    create_image(name, 64 * MiB, 64 * KiB, NULL, 0);
+    char p[512];
+    path_of(p, sizeof p, name);
+    signal(SIGXFSZ, SIG_IGN);
+    /* with the poison variant, 2 clusters pre-allocated before the image fills up */
+    struct pcow_runtime_opts o = {.no_poison = no_poison, .prealloc_depth = no_poison ? 0 : 2};
+    pcow_runtime *rt = map_image(name, &o);
+    uint8_t *m = pcow_runtime_addr(rt);
+    m[0] = 1; /* allocates the L2 table too: later failures are data-cluster reservations */
+    struct pcow_runtime_stats st;
+    for (int i = 0; i < 5000 && !no_poison; i++) {
+        pcow_runtime_get_stats(rt, &st);
+        if (st.pool_ready == 2)
+            break;
+        usleep(1000);
+    }
+    struct stat sb;
+    CHECK(stat(p, &sb) == 0, "stat");
+    /* the image file may not grow: every new reservation fails (EFBIG) */
+    struct rlimit old, rl;
+    CHECK(getrlimit(RLIMIT_FSIZE, &old) == 0, "getrlimit");
+    rl = old;
+    rl.rlim_cur = (rlim_t)sb.st_size; /* soft limit only: raising a hard limit needs CAP_SYS_RESOURCE */
+    CHECK(setrlimit(RLIMIT_FSIZE, &rl) == 0, "setrlimit");
+    if (!no_poison) {
+        m[10 * MiB] = 1; /* served from the pool */
+        m[11 * MiB] = 1;
+        CHECK(m[10 * MiB] == 1 && m[11 * MiB] == 1, "pre-allocated clusters");
+    }
+    struct sigaction sa = {.sa_handler = on_bus};
+    sigaction(SIGBUS, &sa, NULL);
+    sigaction(SIGSEGV, &sa, NULL);
+    got_sig = 0;
+    if (sigsetjmp(jb, 1) == 0) {
+        m[12 * MiB] = 1;
+        CHECK(0, "a write to a full image completed");
+    }
+    CHECK(got_sig == SIGBUS, "got signal %d, expected SIGBUS", (int)got_sig);
+    signal(SIGBUS, SIG_DFL); /* any later memory error is a failure */
+    signal(SIGSEGV, SIG_DFL);
+    /* kernel mode: EFAULT, not a hang */
+    int fd = open("/dev/zero", O_RDONLY);
+    ssize_t n = read(fd, m + 20 * MiB, 4096);
+    CHECK(n < 0 && errno == EFAULT, "read() into a full image returned %zd (%s)", n, strerror(errno));
+    close(fd);
+    pcow_runtime_get_stats(rt, &st);
+    CHECK(st.errors >= 2, "errors %" PRIu64, st.errors); /* a kernel access may fault twice */
+    CHECK(st.poison_supported == !no_poison || no_poison, "poison %d", st.poison_supported);
+    const char *msg = pcow_runtime_errmsg(rt);
+    CHECK(strstr(msg, "memory error") && strstr(msg, name) && strstr(msg, "File too large"), "message: %s", msg);
+    /* reads still work, and the process is fine */
+    CHECK(m[30 * MiB] == 0, "read of a hole");
+    CHECK(setrlimit(RLIMIT_FSIZE, &old) == 0, "setrlimit back: %s", strerror(errno));
+    m[40 * MiB] = 5; /* space again: works */
+    CHECK(m[40 * MiB] == 5, "write after the error");
+    unmap(rt);
+    check_image_clean(name);
+}
+static void t_errors_poison(void) { error_case(false); }
+static void t_errors_fallback(void) { error_case(true); }
+
+/* ---- 9. the VMA budget: a clear error naming vm.max_map_count ---- */
+static void t_max_map_count(void)
+{
+    create_image("vmas.img", 16 * MiB, 4 * KiB, NULL, 0);
+    pcow_image *img = NULL;
+    char p[512];
+    path_of(p, sizeof p, "vmas.img");
+    CHECK_OK(pcow_open(p, PCOW_OPEN_RDWR, &img, errbuf, sizeof errbuf), "%s", errbuf);
+    uint8_t one = 1;
+    for (uint64_t i = 0; i < 400; i++) /* every other cluster, backwards: none file-contiguous */
+        CHECK_OK(pcow_write(img, &one, 1, (800 - 2 * i) * 4 * KiB), "%s", pcow_errmsg(img));
+    long cur = pcow_runtime_count_vmas();
+    struct pcow_runtime_opts o = {.max_map_count = (uint64_t)cur + 500};
+    pcow_runtime *rt = NULL;
+    int r = pcow_runtime_map(img, &o, &rt, errbuf, sizeof errbuf);
+    CHECK(r == -E2BIG, "map returned %d", r);
+    CHECK(strstr(errbuf, "vm.max_map_count") && strstr(errbuf, "vmas.img") && strstr(errbuf, "sysctl -w"),
+          "message: %s", errbuf);
+    o.max_map_count = (uint64_t)cur + 1000;
+    CHECK_OK(pcow_runtime_map(img, &o, &rt, errbuf, sizeof errbuf), "%s", errbuf);
+    uint8_t *m = pcow_runtime_addr(rt);
+    CHECK(m[800 * 4 * KiB] == 1 && m[2 * 4 * KiB] == 1 && m[3 * 4 * KiB] == 0, "data");
+    CHECK_OK(pcow_runtime_unmap(rt, errbuf, sizeof errbuf), "%s", errbuf);
+    pcow_close(img, NULL, 0);
+}
+
+/* ---- 10. striping: one range over N files ---- */
+static void t_stripes(void)
+{
+    const uint64_t vs = 24 * MiB;
+    create_image("striped.img", vs, 64 * KiB, NULL, 3);
+    pcow_runtime *rt = map_image("striped.img", NULL);
+    uint8_t *m = pcow_runtime_addr(rt);
+    fill(m, 0, vs, 31);
+    unmap(rt);
+    pcow_image *img = open_image("striped.img");
+    struct pcow_info in;
+    pcow_get_info(img, &in);
+    CHECK(in.stripe_count == 3, "stripes %u", in.stripe_count);
+    for (uint32_t i = 0; i < 3; i++) {
+        struct pcow_stripe s;
+        CHECK_OK(pcow_stripe_get(img, i, &s), "stripe");
+        struct stat sb;
+        CHECK(fstat(s.fd, &sb) == 0 && (uint64_t)sb.st_size >= vs / 3, "stripe %u holds %lld bytes", i,
+              (long long)sb.st_size);
+    }
+    pcow_close(img, NULL, 0);
+    rt = map_image("striped.img", NULL);
+    m = pcow_runtime_addr(rt);
+    expect_pat(m, 0, vs, 31, "striped image after remap");
+    unmap(rt);
+    check_image_clean("striped.img");
+}
+
+/* ---- 11. snapshots while 4 threads keep writing ---- */
+struct churn {
+    uint8_t *m;
+    int idx;
+    atomic_int *stop;
+    uint64_t last;
+};
+static void *churn_thread(void *arg)
+{
+    struct churn *c = arg;
+    uint64_t v = 0;
+    while (!atomic_load(c->stop)) {
+        v++;
+        for (int k = 0; k < 16; k++) /* slot k of thread idx: one per cluster */
+            *(volatile uint64_t *)(c->m + (uint64_t)k * 64 * KiB + (uint64_t)c->idx * 8) = v;
+    }
+    c->last = v;
+    return NULL;
+}
+static void t_snapshot_under_load(void)
+{
+    create_image("churn.img", 4 * MiB, 64 * KiB, NULL, 0);
+    struct pcow_runtime_opts o = {.handler_threads = 2};
+    pcow_runtime *rt = map_image("churn.img", &o);
+    atomic_int stop = 0;
+    pthread_t t[4];
+    struct churn c[4];
+    for (int i = 0; i < 4; i++) {
+        c[i] = (struct churn){pcow_runtime_addr(rt), i, &stop, 0};
+        pthread_create(&t[i], NULL, churn_thread, &c[i]);
+    }
+    for (int s = 0; s < 20; s++) {
+        char nm[32];
+        snprintf(nm, sizeof nm, "s%d", s);
+        usleep(2000);
+        CHECK_OK(pcow_runtime_snapshot(rt, nm), "%s", pcow_runtime_errmsg(rt));
+    }
+    atomic_store(&stop, 1);
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    uint8_t *m = pcow_runtime_addr(rt);
+    for (int i = 0; i < 4; i++)
+        for (int k = 0; k < 16; k++) {
+            uint64_t v;
+            memcpy(&v, m + (uint64_t)k * 64 * KiB + (uint64_t)i * 8, 8);
+            CHECK(v == c[i].last, "thread %d slot %d holds %" PRIu64 ", last written %" PRIu64, i, k, v, c[i].last);
+        }
+    unmap(rt);
+    pcow_image *img = open_image("churn.img");
+    for (int i = 0; i < 4; i++) {
+        uint64_t v;
+        CHECK_OK(pcow_read(img, &v, 8, 15 * 64 * KiB + (uint64_t)i * 8), "%s", pcow_errmsg(img));
+        CHECK(v == c[i].last, "after reopen: thread %d holds %" PRIu64 ", expected %" PRIu64, i, v, c[i].last);
+    }
+    pcow_close(img, NULL, 0);
+    check_image_clean("churn.img");
+}
+
+/* ---- 12. SIGKILL crash test ---- */
+#define CR_VS (16 * MiB)
+#define CR_SLOTS (CR_VS / 8)
+static uint64_t cr_pos(uint64_t seq) { return (seq * 40503ull * 2654435761ull) % CR_SLOTS * 8; } /* odd multiplier: a bijection */
+static uint64_t cr_val(uint64_t seq) { return seq * 0x9E3779B97F4A7C15ull | 1; }
+
+static void crash_writer(const char *name, int wfd, uint32_t unit, unsigned seed)
+{
+    struct pcow_runtime_opts o = {.cow_unit = unit, .prealloc_depth = seed % 2 ? 4 : 0, .handler_threads = 1 + seed % 2};
+    pcow_runtime *rt = map_image(name, &o);
+    uint8_t *m = pcow_runtime_addr(rt);
+    uint64_t seq = 0;
+    for (int batch = 0;; batch++) {
+        int k = 1 + (int)((seed + (unsigned)batch) % 37);
+        for (int i = 0; i < k; i++, seq++) {
+            uint64_t v = cr_val(seq);
+            memcpy(m + cr_pos(seq), &v, 8);
+        }
+        if (pcow_runtime_sync(rt) < 0)
+            _exit(3);
+        if (write(wfd, &seq, 8) != 8) /* every seq below this is durable */
+            _exit(4);
+        if (batch % 25 == 24) {
+            char nm[32];
+            snprintf(nm, sizeof nm, "b%d", batch);
+            if (pcow_runtime_snapshot(rt, nm) < 0)
+                _exit(5);
+        }
+    }
+}
+
+static void t_crash(void)
+{
+    const char *env = getenv("CRASH_TRIALS");
+    int trials = env ? atoi(env) : 20;
+    const char *tool = getenv("PCOW_IMG");
+    bool have_tool = tool && access(tool, X_OK) == 0;
+    srand((unsigned)time(NULL));
+    uint64_t total_checked = 0;
+    for (int t = 0; t < trials; t++) {
+        char name[64];
+        snprintf(name, sizeof name, "crash%d.img", t);
+        uint32_t unit = t % 3 == 0 ? 4096 : 0;
+        create_image(name, CR_VS, 64 * KiB, NULL, 0);
+        int pfd[2];
+        CHECK(pipe(pfd) == 0, "pipe");
+        pid_t pid = fork();
+        if (pid == 0) {
+            close(pfd[0]);
+            alarm(60);
+            crash_writer(name, pfd[1], unit, (unsigned)rand());
+            _exit(0);
+        }
+        close(pfd[1]);
+        /* kill at a random moment: 1..120 ms after start */
+        usleep(1000 + (unsigned)rand() % 120000);
+        kill(pid, SIGKILL);
+        int st;
+        waitpid(pid, &st, 0);
+        CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "trial %d: writer ended on its own (status 0x%x)", t, st);
+        uint64_t durable = 0, v;
+        while (read(pfd[0], &v, 8) == 8)
+            durable = v;
+        close(pfd[0]);
+        check_image_clean(name);
+        if (have_tool) {
+            char p[512], cmd[1200];
+            path_of(p, sizeof p, name);
+            snprintf(cmd, sizeof cmd, "'%s' check '%s' >/dev/null 2>&1", tool, p);
+            int rc = system(cmd);
+            CHECK(WIFEXITED(rc) && (WEXITSTATUS(rc) == 0 || WEXITSTATUS(rc) == 3),
+                  "trial %d: pcow-img check %s exited %d", t, p, WEXITSTATUS(rc));
+        }
+        pcow_image *img = open_image(name);
+        for (uint64_t s = 0; s < durable; s++) {
+            CHECK_OK(pcow_read(img, &v, 8, cr_pos(s)), "%s", pcow_errmsg(img));
+            CHECK(v == cr_val(s), "trial %d: durable write %" PRIu64 " of %" PRIu64 " is missing (0x%" PRIx64 ")", t, s,
+                  durable, v);
+        }
+        total_checked += durable;
+        pcow_close(img, NULL, 0);
+        char p[512];
+        path_of(p, sizeof p, name);
+        unlink(p);
+    }
+    printf("     crash: %d trials, %" PRIu64 " durable writes verified\n", trials, total_checked);
+}
+
+int main(int argc, char **argv)
+{
+    const char *d = getenv("PCOW_TEST_DIR");
+    snprintf(dir, sizeof dir, "%s/pcow-rt-test-XXXXXX", d ? d : "/dev/shm");
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    struct {
+        const char *name;
+        void (*fn)(void);
+        unsigned timeout;
+    } tests[] = {
+        {"thin provisioning and zero reads", t_thin, 60},
+        {"data integrity across unmap/reopen", t_integrity, 90},
+        {"snapshot isolation and rollback", t_snapshot, 60},
+        {"base image read-through", t_base, 60},
+        {"fine-grained COW (4 KiB unit, 64 KiB clusters)", t_fine_cow, 60},
+        {"8 threads: expansion races", t_threads_expand, 60},
+        {"8 threads: COW races", t_threads_cow, 60},
+        {"8 threads: fine COW races", t_threads_fine_cow, 60},
+        {"kernel-mode faults (pread/write)", t_kernel_fault, 60},
+        {"errors as SIGBUS/EFAULT (UFFDIO_POISON)", t_errors_poison, 60},
+        {"errors as SIGBUS/EFAULT (fallback)", t_errors_fallback, 60},
+        {"vm.max_map_count budget", t_max_map_count, 60},
+        {"striping over 3 files", t_stripes, 60},
+        {"snapshots while threads write", t_snapshot_under_load, 90},
+        {"SIGKILL crash test", t_crash, 170},
+    };
+    int fails = 0, ran = 0;
+    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
+        if (argc > 1 && !strstr(tests[i].name, argv[1]))
+            continue;
+        ran++;
+        fails += tu_run(tests[i].name, tests[i].fn, tests[i].timeout);
+    }
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dir);
+    printf("%d/%d runtime tests passed\n", ran - fails, ran);
+    return fails ? 1 : 0;
+}
