@@ -87,6 +87,12 @@ static void exercise(unsigned repair)
     pcow_close(img, NULL, 0);
 }
 
+static void print_msg(void *ctx, const char *sev, const char *msg)
+{
+    (void)ctx;
+    fprintf(stderr, "  [%s] %s\n", sev, msg);
+}
+
 /* An image that passed open's validation must stay consistent through valid operations:
  * any corruption that check finds afterwards is a bug in libpcow (abort = a finding). */
 static void mutate(void)
@@ -119,7 +125,8 @@ static void mutate(void)
     pcow_close(img, NULL, 0);
     struct pcow_check_result res;
     if (pcow_check(path, PCOW_OPEN_NO_BASE, 0, &res, NULL, NULL, err, sizeof err) == 0 && res.corruptions) {
-        fprintf(stderr, "image became corrupt after valid operations\n");
+        fprintf(stderr, "image became corrupt after valid operations:\n");
+        pcow_check(path, PCOW_OPEN_NO_BASE, 0, &res, print_msg, NULL, err, sizeof err);
         abort();
     }
 }

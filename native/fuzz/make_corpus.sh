@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate the fuzz seed corpus: small valid images (4 KiB clusters) covering snapshots,
 # fine-grained entries, a base reference, stripes, plus corrupt variants.
+# regress-*.img files in the corpus are fuzzer findings kept by hand (not regenerated).
 # Usage: fuzz/make_corpus.sh path/to/pcow-img OUTDIR
 set -euo pipefail
 IMG=$1

@@ -23,6 +23,14 @@ static int ready_rw(pcow_image *img)
     return 0;
 }
 
+/* Layer ids are never reused; refuse to wrap around. */
+static int check_ids(pcow_image *img)
+{
+    if (img->h.next_id >= UINT32_MAX)
+        return pcow__err(img, ENOSPC, "layer ids are exhausted (next id %u)", img->h.next_id);
+    return 0;
+}
+
 static int find_snapshot(pcow_image *img, const char *key)
 {
     if (!key || !*key)
@@ -73,6 +81,8 @@ int pcow_snapshot_create(pcow_image *img, const char *name)
             return pcow__err(img, EEXIST, "a snapshot named '%s' already exists", name);
     if (img->nlayers >= PCOW_MAX_LAYERS)
         return pcow__err(img, ENOSPC, "too many layers (%u)", img->nlayers);
+    if ((r = check_ids(img)) < 0)
+        return r;
     struct layer *nlr = calloc(img->nlayers + 1, sizeof *nlr);
     if (!nlr)
         return pcow__err(img, ENOMEM, "out of memory");
@@ -114,6 +124,8 @@ int pcow_snapshot_apply(pcow_image *img, const char *key)
     int s = find_snapshot(img, key);
     if (s < 0)
         return s;
+    if ((r = check_ids(img)) < 0)
+        return r;
     uint64_t *oldrefs;
     size_t nold;
     r = pcow__collect_refs(img, &oldrefs, &nold);

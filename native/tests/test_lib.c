@@ -627,6 +627,45 @@ static void test_corrupt_header(void)
     CHECK_CONTAINS(err, "layer directory");
 }
 
+/* Rewrite a u32 header field in both slots with valid checksums. */
+static int set_hdr32(const char *name, int off, uint32_t val)
+{
+    for (int s = 0; s < 2; s++) {
+        uint8_t h[2048];
+        if (rawio(P(name), false, h, sizeof h, s * 2048))
+            return -1;
+        uint32_t z = 0;
+        memcpy(h + off, &val, 4);
+        memcpy(h + 16, &z, 4);
+        uint32_t c = pcow_crc32c(0, h, sizeof h);
+        memcpy(h + 16, &c, 4);
+        if (rawio(P(name), true, h, sizeof h, s * 2048))
+            return -1;
+    }
+    return 0;
+}
+
+static void test_layer_id_exhausted(void)
+{
+    /* found by the fuzzer: ids must not wrap to 0 */
+    CHECK(mk("ids.img", 1 << 20, 4096, NULL) == 0);
+    CHECK(set_hdr32("ids.img", 92, UINT32_MAX) == 0);
+    pcow_image *img = op("ids.img", PCOW_OPEN_RDWR);
+    CHECK(img);
+    CHECK(pcow_snapshot_create(img, "s") == -ENOSPC);
+    CHECK_CONTAINS(pcow_errmsg(img), "layer ids are exhausted");
+    pcow_close(img, NULL, 0);
+    CHECK(set_hdr32("ids.img", 92, UINT32_MAX - 1) == 0);
+    img = op("ids.img", PCOW_OPEN_RDWR);
+    CHECK(img);
+    CHECKR(pcow_snapshot_create(img, "s"), img);
+    CHECK(pcow_snapshot_apply(img, "s") == -ENOSPC);
+    pcow_close(img, NULL, 0);
+    struct pcow_check_result res;
+    CHECK(check_img("ids.img", 0, 0, &res) == 0);
+    CHECK(res.corruptions == 0);
+}
+
 static void test_corrupt_tables(void)
 {
     char err[512];
@@ -943,6 +982,7 @@ static const struct test tests[] = {
     {"corrupt_truncated", test_corrupt_truncated},
     {"corrupt_header", test_corrupt_header},
     {"corrupt_tables", test_corrupt_tables},
+    {"layer_id_exhausted", test_layer_id_exhausted},
     {"leaks_and_repair", test_leaks_and_repair},
     {"striping", test_striping},
     {"map", test_map},
