@@ -1,5 +1,8 @@
-// Build stage for the C side (libpcow, pcow-img, later pcow-bench). make is the incremental
-// cache; the source hash goes into the manifest so a result names the code that produced it.
+// Build stage for the C side: libpcow and pcow-img (make -C native), then the userfaultfd
+// runtime and pcow-bench (make -C native/runtime, which asks native/ for libpcow first). Both
+// tools land in native/build/, the directory workloads get as ctx.nativeBin. make is the
+// incremental cache; the source hash goes into the manifest so a result names the code that
+// produced it.
 import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
@@ -9,6 +12,17 @@ import { runChecked } from '../util/proc.ts';
 
 export const nativeDir = path.join(repoRoot, 'native');
 export const nativeBinDir = path.join(nativeDir, 'build');
+export const runtimeDir = path.join(nativeDir, 'runtime');
+
+/** The native tools workloads run, absolute, all in nativeBinDir. */
+export interface NativeBins {
+  pcowImg: string;
+  pcowBench: string;
+}
+
+export function nativeBins(binDir: string = nativeBinDir): NativeBins {
+  return { pcowImg: path.join(binDir, 'pcow-img'), pcowBench: path.join(binDir, 'pcow-bench') };
+}
 
 async function listSources(dir: string): Promise<string[]> {
   const out: string[] = [];
@@ -40,6 +54,7 @@ export async function nativeSourceHash(): Promise<string> {
 export interface NativeBuild {
   sourceHash: string;
   binDir: string;
+  bins: NativeBins;
   durationMs: number;
 }
 
@@ -47,8 +62,17 @@ export async function buildNative(opts: { signal?: AbortSignal; log?: (l: string
   if (!existsSync(path.join(nativeDir, 'Makefile'))) {
     throw new Error(`native/Makefile is missing in ${repoRoot}: cannot build libpcow and pcow-img`);
   }
+  if (!existsSync(path.join(runtimeDir, 'Makefile'))) {
+    throw new Error(`native/runtime/Makefile is missing in ${repoRoot}: cannot build the runtime and pcow-bench`);
+  }
   const started = Date.now();
   opts.log?.('build: make -C native');
   await runChecked('make', ['-C', nativeDir, '-j2'], { signal: opts.signal });
-  return { sourceHash: await nativeSourceHash(), binDir: nativeBinDir, durationMs: Date.now() - started };
+  opts.log?.('build: make -C native/runtime (libpcow-runtime, pcow-bench)');
+  await runChecked('make', ['-C', runtimeDir, '-j2'], { signal: opts.signal });
+  const bins = nativeBins();
+  for (const b of Object.values(bins)) {
+    if (!existsSync(b)) throw new Error(`the native build finished but ${b} is missing (check native/Makefile and native/runtime/Makefile)`);
+  }
+  return { sourceHash: await nativeSourceHash(), binDir: nativeBinDir, bins, durationMs: Date.now() - started };
 }

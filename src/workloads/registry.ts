@@ -1,11 +1,13 @@
 // tool name → workload implementation. A new workload is added to this list.
 import { fioWorkload } from './fio.ts';
+import { pcowBenchWorkload } from './pcow-bench.ts';
 import { qemuImgBenchWorkload } from './qemu-img-bench.ts';
 import type { AnyWorkload } from './types.ts';
 
 const workloads: readonly AnyWorkload[] = [
   fioWorkload,
   qemuImgBenchWorkload,
+  pcowBenchWorkload,
 ];
 
 export function workloadTools(): string[] {

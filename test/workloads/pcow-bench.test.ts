@@ -1,0 +1,236 @@
+// The pcow-bench workload: parameters per case, argv, the C tool's own argument checks, and
+// real runs of tiny cells through prepare → run → cleanup on tmpfs.
+import { existsSync } from 'node:fs';
+import { readFile, stat, truncate, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { buildNative, nativeBinDir, nativeBins } from '../../src/build/native.ts';
+import {
+  PcowBenchParams,
+  imageName,
+  inspectImage,
+  keepsImage,
+  pcowBenchArgs,
+  pcowBenchWorkload,
+  subunitSize,
+  type PcowBenchParamsInput,
+} from '../../src/workloads/pcow-bench.ts';
+import { getWorkload } from '../../src/workloads/registry.ts';
+import { liveChildCount, run } from '../../src/util/proc.ts';
+import { testContext, type TestContext } from './context.ts';
+
+const params = (p: PcowBenchParamsInput) => PcowBenchParams.parse(p);
+const problems = (p: unknown): string => {
+  const r = PcowBenchParams.safeParse(p);
+  return r.success ? '' : r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('\n');
+};
+
+describe('PcowBenchParams', () => {
+  it('fills the case\'s defaults, and only those', () => {
+    expect(params({ case: 'expansion', prealloc: 64 })).toEqual({ case: 'expansion', cluster_size: 65536, prealloc: 64, cow_unit: 'whole', clusters: 2000 });
+    expect(params({ case: 'steady', backend: 'both', size: '128MiB', bs: '1m', write: true })).toEqual({
+      case: 'steady',
+      backend: 'both',
+      bs: 1 << 20,
+      write: true,
+      random: true,
+      threads: 1,
+      size: 128 << 20,
+      seconds: 1,
+      cluster_size: 65536,
+    });
+    expect(params({ case: 'floor' })).toEqual({ case: 'floor', variant: 'both', faults: 20000 });
+    expect(params({ case: 'cow', cluster_size: '2M', cow_unit: '32K' })).toMatchObject({ cluster_size: 2 << 20, cow_unit: 32768 });
+    // a unit of the whole cluster is "whole", so the two spellings are one cell
+    expect(params({ case: 'cow', cow_unit: '64K' }).cow_unit).toBe('whole');
+  });
+
+  it('rejects a parameter the case does not use, naming the case\'s parameters', () => {
+    expect(problems({ case: 'expansion', stripes: 2 })).toBe('stripes: stripes does not apply to case expansion (its parameters: cluster_size, prealloc, cow_unit, clusters)');
+    expect(problems({ case: 'floor', cluster_size: '64K' })).toBe('cluster_size: cluster_size does not apply to case floor (its parameters: variant, faults)');
+    expect(problems({ case: 'steady', prealloc: 64 })).toMatch(/^prealloc: prealloc does not apply to case steady/);
+  });
+
+  it('checks the COW unit against the cluster and the format\'s sub-unit', () => {
+    expect(subunitSize(65536)).toBe(4096);
+    expect(subunitSize(2 << 20)).toBe(32768);
+    expect(problems({ case: 'cow', cow_unit: '24K' })).toBe('cow_unit: cow_unit 24 KiB does not divide cluster_size 64 KiB (a power of two up to the cluster size, or "whole")');
+    expect(problems({ case: 'cow', cow_unit: '128K' })).toMatch(/^cow_unit: cow_unit 128 KiB does not divide cluster_size 64 KiB/);
+    expect(problems({ case: 'cow', cluster_size: '2M', cow_unit: '4K' })).toBe(
+      "cow_unit: cow_unit 4 KiB is below the format's sub-unit at 2 MiB clusters (32 KiB = max(4 KiB, cluster/64): an entry records at most 64 sub-units)",
+    );
+    expect(problems({ case: 'cow', cow_unit: 'half' })).toMatch(/^cow_unit: /);
+  });
+
+  it('checks sizes, counts and enums', () => {
+    expect(problems({ case: 'expansion', cluster_size: '3K' })).toBe('cluster_size: cluster_size must be a power of two from 4 KiB to 2 MiB (got 3072)');
+    expect(problems({ case: 'steady', size: '8M' })).toBe('size: size must be at least 16 MiB and a multiple of 64 KiB (got 8388608 bytes)');
+    expect(problems({ case: 'steady', size: '16M', bs: '16M', threads: 2 })).toBe('size: size (16 MiB) is too small for 2 threads of 16 MiB accesses');
+    expect(problems({ case: 'steady', bs: 3000 })).toBe('bs: bs must be a power of two from 512 B to 64 MiB (got 3000)');
+    expect(problems({ case: 'stripes', size: '17M' })).toBe('size: size must be at least 16 MiB and a multiple of 2 MiB (got 17825792 bytes)');
+    expect(problems({ case: 'open', clusters: 1000, virtual_size: '1M' })).toMatch(/^virtual_size: virtual_size must be a multiple of cluster_size and hold the 1000 clusters/);
+    expect(problems({ case: 'steady', backend: 'qcow2' })).toMatch(/^backend: /);
+    expect(problems({ case: 'steady', threads: 0 })).toMatch(/^threads: /);
+    expect(problems({ case: 'nope' })).toMatch(/^case: /);
+    expect(problems({})).toMatch(/^case: /);
+    expect(problems({ case: 'floor', flavour: 'x' })).toMatch(/Unrecognized key.*"flavour"/);
+  });
+
+  it('argv: only the case\'s options, --rw from write/random, --keep when an image stays', () => {
+    const st = params({ case: 'steady', backend: 'both', write: true, random: false, bs: '1M', size: '64M' });
+    expect(pcowBenchArgs(st, '/d', '/d/pcow-bench.img')).toEqual([
+      'case', 'steady', '--dir', '/d', '--cluster-size', '65536', '--backend', 'both', '--rw', 'write', '--bs', '1048576',
+      '--threads', '1', '--size', '67108864', '--seconds', '1', '--keep', '/d/pcow-bench.img',
+    ]);
+    expect(pcowBenchArgs(params({ case: 'cow', cow_unit: '4K' }), '/d')).toEqual([
+      'case', 'cow', '--dir', '/d', '--cluster-size', '65536', '--prealloc', '0', '--cow-unit', '4096', '--clusters', '1500',
+    ]);
+    expect(keepsImage(params({ case: 'floor' }))).toBe(false);
+    expect(keepsImage(params({ case: 'steady', backend: 'raw' }))).toBe(false);
+    expect(keepsImage(params({ case: 'steady', backend: 'both' }))).toBe(true);
+    expect(getWorkload('pcow-bench')).toBe(pcowBenchWorkload);
+    expect(pcowBenchWorkload.needsNative).toBe(true);
+  });
+});
+
+describe('pcow-bench on this host', () => {
+  let bench = '';
+  beforeAll(async () => {
+    const b = await buildNative();
+    bench = b.bins.pcowBench;
+    expect(b.bins).toEqual(nativeBins());
+    expect(existsSync(bench)).toBe(true);
+  });
+
+  let ctx: TestContext | undefined;
+  afterEach(async () => {
+    await ctx?.dispose();
+    ctx = undefined;
+    expect(liveChildCount()).toBe(0);
+  });
+
+  it('the C tool validates its arguments: exit 2, a message naming the problem, nothing on stdout', async () => {
+    const cases: [string[], RegExp][] = [
+      [['case', 'bogus'], /unknown case 'bogus' \(known: floor, expansion, cow, steady, open, stripes\)/],
+      [['case', 'steady', '--size', '12Q'], /case steady: --size '12Q' is not a size \(use e\.g\. 4096, 64K, 2M, 1G\)/],
+      [['case', 'cow', '--cow-unit', '24K'], /case cow: --cow-unit 24K does not divide the cluster size 64K/],
+      [['case', 'cow', '--cluster-size', '2M', '--cow-unit', '4K'], /below the format's sub-unit at 2M clusters \(32K/],
+      [['case', 'expansion', '--stripes', '2'], /case expansion: --stripes does not apply to this case \(its options: --cluster-size --prealloc --cow-unit --clusters --dir --keep\)/],
+      [['case', 'steady', '--threads', '0'], /--threads '0' must be a whole number from 1 to 64/],
+      [['case', 'steady', '--backend', 'raw', '--keep', '/dev/shm/x.img'], /--keep needs a pcow image/],
+      [['case', 'expansion', '--clusters'], /--clusters needs a value/],
+      [['case', 'expansion', '--cluster-size', '2M', '--clusters', '100000000'], /needs about 190\.7T in \/dev\/shm, which has .* free/],
+      [['--size', '1X'], /--size '1X' is not a size/],
+    ];
+    for (const [args, msg] of cases) {
+      const r = await run(bench, args);
+      expect(r.exitCode, args.join(' ')).toBe(2);
+      expect(r.stderr, args.join(' ')).toMatch(msg);
+      expect(r.stdout, args.join(' ')).toBe('');
+    }
+  });
+
+  it('a tiny expansion cell: prepare → run → samples, the kept image in details → cleanup leaves nothing', async () => {
+    ctx = await testContext('pcow-bench-exp');
+    ctx.nativeBin = nativeBinDir;
+    const p = params({ case: 'expansion', prealloc: 16, clusters: 200 });
+    await pcowBenchWorkload.prepare(ctx, p);
+    const r = await pcowBenchWorkload.run(ctx, p);
+    const m = Object.fromEntries(r.samples.map((s) => [s.metric, s.value]));
+    expect(m.expansions).toBe(200);
+    expect(m.allocated_clusters).toBe(200);
+    expect(m.leaked_clusters).toBe(0);
+    expect(m.lat_p50).toBeGreaterThan(0);
+    expect(m.floor_p50).toBeGreaterThan(0);
+    expect(m.lat_p50_over_floor).toBeCloseTo(m.lat_p50! / m.floor_p50!, 3);
+    const names = new Set(pcowBenchWorkload.metrics.map((x) => x.name));
+    for (const s of r.samples) expect(names.has(s.metric), s.metric).toBe(true);
+    expect(r.rawFiles).toEqual(['pcow-bench.json', 'pcow-bench.stderr', 'pcow-img-check.json', 'pcow-img-info.json']);
+    for (const f of r.rawFiles) expect(existsSync(path.join(ctx.outDir, f)), f).toBe(true);
+    const d = r.details as { image: { allocatedClusters: number; layers: { active: boolean; clusters: number }[]; check: { status: string } }; runtime: { prealloc_depth: number } };
+    expect(d.image.allocatedClusters).toBe(200);
+    expect(d.image.layers).toEqual([{ id: 1, name: '', active: true, clusters: 200 }]);
+    expect(d.image.check.status).toBe('clean');
+    expect(d.runtime.prealloc_depth).toBe(16);
+    expect(await ctx.leftovers()).toEqual([imageName]);
+    // a second run (warmup, then the measured run) starts from nothing again
+    await pcowBenchWorkload.run(ctx, p);
+    await pcowBenchWorkload.cleanup(ctx, p);
+    expect(await ctx.leftovers()).toEqual([]);
+  });
+
+  it('a tiny cow cell keeps the snapshot and the copies; a steady raw cell keeps nothing', async () => {
+    ctx = await testContext('pcow-bench-cow');
+    ctx.nativeBin = nativeBinDir;
+    const cow = params({ case: 'cow', cow_unit: '4K', clusters: 100 });
+    await pcowBenchWorkload.prepare(ctx, cow);
+    const r = await pcowBenchWorkload.run(ctx, cow);
+    const m = Object.fromEntries(r.samples.map((s) => [s.metric, s.value]));
+    expect(m.cows).toBe(100);
+    expect(m.cow_bytes).toBe(100 * 4096);
+    const layers = (r.details as { image: { layers: { name: string; active: boolean }[] } }).image.layers;
+    expect(layers.map((l) => [l.name, l.active])).toEqual([['base', false], ['', true]]);
+    await pcowBenchWorkload.cleanup(ctx, cow);
+
+    const raw = params({ case: 'steady', backend: 'raw', size: '16M', seconds: 0.05 });
+    await pcowBenchWorkload.prepare(ctx, raw);
+    const rr = await pcowBenchWorkload.run(ctx, raw);
+    expect(rr.samples.map((s) => s.metric).sort()).toEqual(['bw', 'iops']);
+    expect(rr.details?.image).toBeUndefined();
+    expect(await ctx.leftovers()).toEqual([]);
+  });
+
+  it('a failing pcow-bench fails the run with its command and stderr', async () => {
+    ctx = await testContext('pcow-bench-fail');
+    ctx.nativeBin = nativeBinDir;
+    const p = params({ case: 'expansion', clusters: 10 });
+    await pcowBenchWorkload.prepare(ctx, p);
+    // the data directory vanishes between prepare and run
+    const gone = path.join(ctx.root, 'gone');
+    const err = await pcowBenchWorkload.run({ ...ctx, dataDir: gone }, p).then(
+      () => undefined,
+      (e: unknown) => e as Error,
+    );
+    expect(err?.message).toMatch(/pcow-bench case expansion --dir .*gone .*: exit code 2\npcow-bench: case expansion: --dir .*gone: No such file or directory\n\(stderr: .*pcow-bench\.stderr\)/);
+    expect(await readFile(path.join(ctx.outDir, 'pcow-bench.stderr'), 'utf8')).toMatch(/No such file or directory/);
+  });
+
+  it('without the native tools the run says how to build them', async () => {
+    ctx = await testContext('pcow-bench-nobin');
+    ctx.nativeBin = path.join(ctx.root, 'nowhere');
+    await expect(pcowBenchWorkload.prepare(ctx, params({ case: 'floor' }))).rejects.toThrow(/nowhere\/pcow-bench not found: the native build makes it \(make -C native\/runtime/);
+  });
+
+  it('pcow-bench output that is not JSON fails the run naming the file', async () => {
+    ctx = await testContext('pcow-bench-badjson');
+    ctx.nativeBin = nativeBinDir;
+    const p = params({ case: 'floor', faults: 200 });
+    // the real tool, asked for the help text: exit 0, but not a case object
+    const { parsePcowBench } = await import('../../src/workloads/pcow-bench-parse.ts');
+    const help = await run(bench, ['case', '--help']);
+    expect(help.exitCode).toBe(0);
+    expect(() => parsePcowBench(help.stdout, 'help.txt')).toThrow(/^help\.txt: not valid JSON .*"usage: pcow-bench case floor/);
+    // and a floor cell runs without an image
+    const r = await pcowBenchWorkload.run(ctx, p);
+    expect(r.rawFiles).toEqual(['pcow-bench.json', 'pcow-bench.stderr']);
+    expect(r.samples.find((s) => s.metric === 'floor_p50')?.value).toBeGreaterThan(0);
+  });
+
+  it('an image pcow-img check finds corrupt fails the cell, naming the image and the problem', async () => {
+    ctx = await testContext('pcow-bench-corrupt');
+    ctx.nativeBin = nativeBinDir;
+    const image = path.join(ctx.dataDir, imageName);
+    const r = await run(bench, ['case', 'expansion', '--clusters', '20', '--dir', ctx.dataDir, '--keep', image]);
+    expect(r.exitCode).toBe(0);
+    const { pcowImg } = nativeBins();
+    const good = await inspectImage(pcowImg, image, undefined, ctx.outDir);
+    expect(good.check.status).toBe('clean');
+    expect(JSON.parse(await readFile(path.join(ctx.outDir, 'pcow-img-check.json'), 'utf8'))).toMatchObject({ corruptions: 0 });
+    // cut the last data cluster off: its entry now points past the end of the file
+    await truncate(image, (await stat(image)).size - 65536);
+    await expect(inspectImage(pcowImg, image)).rejects.toThrow(/pcow-bench\.img: pcow-img check found 1 corruption after the run:\n.*lies outside the file/);
+    await writeFile(path.join(ctx.dataDir, 'unrelated'), '');
+    await pcowBenchWorkload.cleanup(ctx, params({ case: 'expansion' }));
+    expect(await ctx.leftovers()).toEqual(['unrelated']);
+  });
+});
