@@ -275,7 +275,10 @@ export function figureSpec(
     { field: 'cv', type: 'quantitative' as const, title: 'cv', format: '.1%' },
     { field: 'cells', type: 'nominal' as const, title: 'cells' },
   ];
-  const yScale = fig.yScale === 'log' ? { type: 'log' as const } : {};
+  // A log axis has no 0: bars grow from the decade below the smallest value drawn, or the
+  // smallest bar would have no height at all.
+  const lowest = Math.min(...data.points.map((p) => Math.min(p.mean as number, (p.ci95_low_plot as number | null) ?? Infinity)));
+  const yScale = fig.yScale === 'log' ? { type: 'log' as const, domainMin: 10 ** Math.floor(Math.log10(lowest * 0.999)) } : {};
   const colorEnc = fig.color
     ? { color: { field: fig.color, type: 'nominal' as const, sort: colorValues, title: fig.color } }
     : {};
@@ -291,7 +294,9 @@ export function figureSpec(
     {
       mark: meanMark,
       encoding: {
-        y: { field: 'mean', type: 'quantitative' as const, title: yTitle, scale: yScale, ...(big ? { axis: { format: '~s' } } : {}) },
+        // No stacking: grouped bars sit side by side (xOffset), and a stacked bar starts at 0,
+        // which a log axis cannot draw (the bars vanished on yScale: log).
+        y: { field: 'mean', type: 'quantitative' as const, title: yTitle, scale: yScale, stack: null, ...(big ? { axis: { format: '~s' } } : {}) },
         ...colorEnc,
         tooltip,
       },

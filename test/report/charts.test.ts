@@ -107,8 +107,8 @@ describe('figureData / figureSpec', () => {
     const spec = asJson(figureSpec(f, synthetic(), iops, order));
     const [mean, err] = layers(spec);
     expect(asJson(asJson(mean?.mark)).type).toBe('line');
-    expect(asJson(asJson(asJson(mean?.encoding).y).scale)).toEqual({ type: 'log' });
-    expect(asJson(asJson(asJson(err?.encoding).y).scale)).toEqual({ type: 'log' });
+    expect(asJson(asJson(asJson(mean?.encoding).y).scale)).toMatchObject({ type: 'log' });
+    expect(asJson(asJson(asJson(err?.encoding).y).scale)).toMatchObject({ type: 'log' });
     const values = asJson(spec.data).values as FigurePoint[];
     const clipped = values.filter((v) => v.ci95_clipped === true);
     // Only raw/4096 (1, 2, 3) has a CI reaching below 0.
@@ -228,6 +228,18 @@ describe('renderFigure', () => {
         expect(warnings, `${mark}/${yScale}`).toEqual([]);
         expect(svg).toContain('iops (IOPS)');
       }
+    }
+  });
+
+  it('draws every bar on a log scale (bars are not stacked from 0)', async () => {
+    const { svg } = await specToSvg(figureSpec(fig({ mark: 'bar', yScale: 'log', color: 'bs', where: { rw: 'randwrite' } }), synthetic(), iops, order));
+    const rects = /<g class="mark-rect role-mark[^"]*"[^>]*>(.*?)<\/g>/s.exec(svg)?.[1] ?? '';
+    const bars = rects.match(/<path [^>]*d="M[^"]+"/g) ?? [];
+    expect(bars.length).toBeGreaterThan(0);
+    for (const b of bars) {
+      expect(b).not.toMatch(/NaN|Infinity/);
+      // d="Mx,yhWvHh-WZ": a bar of height 0 is invisible.
+      expect(Number(/v(-?[\d.]+)/.exec(b)?.[1]), b).not.toBe(0);
     }
   });
 
