@@ -1,13 +1,15 @@
 /* libFuzzer target: the input is an image file. Each input is checked (pcow_check), opened
  * (pcow_open: full validation) and, when it opens, read, looked up and mapped. A second pass
  * fixes up the header and directory checksums so that mutations reach the table validation
- * behind them, runs leak/header repair, and, on images that open, snapshot/write/delete/apply
- * operations followed by a check that must find no corruption. The base chain is never followed (the
+ * behind them, runs leak/header repair, and, on images that open, snapshot/write (fine COW,
+ * bitmap records)/delete/apply operations whose data must read back, followed by a check that
+ * must find no corruption. The base chain is never followed (the
  * harness has no base files); stripe files named by an input simply do not exist. */
 #define _GNU_SOURCE
 #include "pcow.h"
 #include <endian.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,21 +109,44 @@ static void mutate(void)
         pcow_close(img, NULL, 0);
         return;
     }
-    uint8_t buf[5000];
+    uint8_t buf[5000], got[5000];
     memset(buf, 0x5a, sizeof buf);
-    if (!in.base_format)
-        pcow_write(img, buf, in.virtual_size < sizeof buf ? in.virtual_size : sizeof buf, 0);
-    pcow_snapshot_create(img, "fz");
-    if (!in.base_format)
-        pcow_write(img, buf, in.virtual_size < 100 ? in.virtual_size : 100, 0);
+    uint64_t n1 = in.virtual_size < sizeof buf ? in.virtual_size : sizeof buf;
+    bool wrote = !in.base_format && pcow_write(img, buf, n1, 0) == 0;
+    bool snap = pcow_snapshot_create(img, "fz") == 0;
+    if (!in.base_format) {
+        /* fine-grained COW over the snapshot: partial entries (bitmap records when the image
+         * has them), here and in the next cluster; what was written must read back */
+        uint8_t b2[100];
+        memset(b2, 0xa5, sizeof b2);
+        uint64_t offs[2] = {0, in.cluster_size + (uint64_t)in.subunit_size + 7};
+        for (int i = 0; i < 2; i++) {
+            if (offs[i] + sizeof b2 > in.virtual_size)
+                continue;
+            if (pcow_write(img, b2, sizeof b2, offs[i]) == 0 &&
+                (pcow_read(img, got, sizeof b2, offs[i]) < 0 || memcmp(got, b2, sizeof b2))) {
+                fprintf(stderr, "a fine write at %llu did not read back\n", (unsigned long long)offs[i]);
+                abort();
+            }
+        }
+    }
     struct pcow_layer_info L;
     if (pcow_layer_count(img) > 2 && pcow_layer_get(img, 0, &L) == 0 && !L.active) {
         char id[16];
         snprintf(id, sizeof id, "%u", L.id);
         pcow_snapshot_delete(img, id);
     }
-    pcow_snapshot_apply(img, "fz");
+    /* rolling back to "fz" shows what was written before it */
+    bool applied = pcow_snapshot_apply(img, "fz") == 0 && wrote && snap;
+    if (applied && (pcow_read(img, got, n1, 0) < 0 || memcmp(got, buf, n1))) {
+        fprintf(stderr, "rollback did not restore the snapshot's data\n");
+        abort();
+    }
     pcow_snapshot_delete(img, "fz");
+    if (applied && (pcow_read(img, got, n1, 0) < 0 || memcmp(got, buf, n1))) {
+        fprintf(stderr, "deleting a snapshot changed the active layer's data\n");
+        abort();
+    }
     pcow_close(img, NULL, 0);
     struct pcow_check_result res;
     if (pcow_check(path, PCOW_OPEN_NO_BASE, 0, &res, NULL, NULL, err, sizeof err) == 0 && res.corruptions) {

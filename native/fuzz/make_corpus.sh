@@ -20,10 +20,15 @@ head -c 3000 /dev/urandom > d2
 "$IMG" snapshot -c two snap.img && "$IMG" snapshot -a one snap.img
 "$IMG" create -c 8K -s 4K fine.img 256K >/dev/null
 "$IMG" write fine.img 0 d1 && "$IMG" snapshot -c s fine.img
+# bitmap records (forced at 8 KiB clusters so the image stays small): partial entries whose
+# word 1 addresses a 64-byte record in a bitmap cluster
+"$IMG" create -c 8K -s 4K --bitmap-records records.img 256K >/dev/null
+"$IMG" write records.img 0 d1 && "$IMG" snapshot -c s records.img
+"$IMG" write --fine records.img 100 d2 && "$IMG" write --fine records.img 20000 d2
 head -c 65536 /dev/zero > base.raw
 "$IMG" create -c 4K -b base.raw -F raw based.img >/dev/null
 "$IMG" create -c 4K --stripes 2 --stripe-unit 4K striped.img 128K >/dev/null
-for f in empty data snap fine based striped; do cp "$f.img" "$OUT/valid-$f.img"; done
+for f in empty data snap fine records based striped; do cp "$f.img" "$OUT/valid-$f.img"; done
 # corrupt variants of data.img
 cp data.img c; printf '\xff' | dd of=c bs=1 seek=70 conv=notrunc status=none; cp c "$OUT/bad-slot0.img"
 cp data.img c; truncate -s 10000 c; cp c "$OUT/bad-truncated.img"

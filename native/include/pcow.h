@@ -38,6 +38,28 @@ extern "C" {
 #define PCOW_LAYER_NAME_MAX 64
 #define PCOW_MAX_LAYERS 4096
 #define PCOW_MAX_BASE_DEPTH 64
+#define PCOW_MAX_SUBUNITS 512   /* sub-units per cluster (4 KiB units in a 2 MiB cluster) */
+
+/* Which sub-units of a cluster a layer owns: bit k (word k/64, bit k%64) = sub-unit k. Bits at
+ * or beyond the image's subunits_per_cluster are always 0. */
+typedef struct pcow_bitmap {
+    uint64_t w[PCOW_MAX_SUBUNITS / 64];
+} pcow_bitmap;
+static inline bool pcow_bitmap_test(const pcow_bitmap *b, uint32_t k) { return (b->w[k / 64] >> (k % 64)) & 1; }
+static inline void pcow_bitmap_set(pcow_bitmap *b, uint32_t k) { b->w[k / 64] |= 1ull << (k % 64); }
+/* Set bits [first, first+count). */
+static inline void pcow_bitmap_set_range(pcow_bitmap *b, uint32_t first, uint32_t count)
+{
+    for (uint32_t k = first; k < first + count && k < PCOW_MAX_SUBUNITS; k++)
+        pcow_bitmap_set(b, k);
+}
+static inline bool pcow_bitmap_empty(const pcow_bitmap *b)
+{
+    uint64_t o = 0;
+    for (int i = 0; i < PCOW_MAX_SUBUNITS / 64; i++)
+        o |= b->w[i];
+    return o == 0;
+}
 
 enum pcow_base_format { PCOW_BASE_NONE = 0, PCOW_BASE_RAW = 1, PCOW_BASE_PCOW = 2 };
 
@@ -54,13 +76,16 @@ typedef int (*pcow_persist_fn)(void *ctx, int fd, uint64_t off, uint64_t len);
 struct pcow_create_opts {
     uint64_t virtual_size;      /* bytes, > 0 */
     uint32_t cluster_size;      /* power of two, 4 KiB .. 2 MiB; 0 = 64 KiB */
-    uint32_t subunit_size;      /* fine-grained COW unit; 0 = max(4 KiB, cluster/64) */
+    uint32_t subunit_size;      /* fine-grained COW unit: power of two, 4 KiB .. cluster; 0 = 4 KiB.
+                                   More than 64 sub-units per cluster (clusters > 256 KiB) sets the
+                                   BITMAP_RECORDS incompatible feature (FORMAT.md) */
     const char *base;           /* base image path as stored (relative to the new image's dir) or NULL */
     int base_format;            /* PCOW_BASE_RAW / PCOW_BASE_PCOW; 0 with base = probe the file */
     uint32_t stripe_count;      /* 0 or 1 = no striping; up to PCOW_MAX_STRIPES */
     uint32_t stripe_unit;       /* bytes, power of two >= cluster size; 0 = cluster size */
     bool allow_unsafe_base;     /* accept an absolute base path or one with ".." */
     bool no_base_check;         /* do not open the base at create (virtual_size must be given) */
+    bool bitmap_records;        /* keep bitmaps in records even with <= 64 sub-units (implied above) */
 };
 
 /* Create (or truncate) an image. If virtual_size is 0 and a base is given, the base's size is
@@ -96,7 +121,7 @@ struct pcow_info {
     uint32_t version;
     uint32_t cluster_size;
     uint32_t subunit_size;
-    uint32_t subunits_per_cluster;  /* <= 64 */
+    uint32_t subunits_per_cluster;  /* <= PCOW_MAX_SUBUNITS */
     uint64_t virtual_size;
     uint64_t clusters;              /* virtual clusters */
     uint64_t l2_entries;            /* entries per L2 table (cluster_size / 16) */
@@ -148,7 +173,7 @@ void pcow_addr_to_file(const pcow_image *img, uint64_t addr, uint32_t *file, uin
 struct pcow_entry {
     uint64_t addr;       /* logical address of the data cluster, 0 = not allocated */
     bool partial;        /* fine-grained: only sub-units in bitmap hold their own data */
-    uint64_t bitmap;     /* valid when partial */
+    pcow_bitmap bitmap;  /* valid when partial (all zero otherwise) */
 };
 /* Entry of layer idx for virtual cluster vc, from memory (no I/O, no lock). -EINVAL if out of range. */
 int pcow_entry_get(const pcow_image *img, uint32_t layer_idx, uint64_t vc, struct pcow_entry *out);
@@ -161,7 +186,7 @@ struct pcow_mapping {
     uint32_t file;       /* stripe file of addr */
     uint64_t file_off;   /* offset in that file (cluster-aligned) */
     bool partial;
-    uint64_t bitmap;     /* partial: sub-units owned by that layer; the rest read further down */
+    pcow_bitmap bitmap;  /* partial: sub-units owned by that layer; the rest read further down */
     bool in_base;        /* depth < 0 and the base chain has data for this cluster range */
 };
 /* Resolve virtual cluster vc: the topmost layer that has an entry (partial or full). O(depth),
@@ -185,19 +210,20 @@ int pcow_extent_next(const pcow_image *img, uint64_t vc, struct pcow_extent *out
 int pcow_reserve(pcow_image *img, uint32_t n, uint64_t *addr);
 
 /* Make virtual cluster vc of the active layer point at the reserved cluster addr (whose data
- * the caller has already made durable). partial/bitmap as in pcow_entry. Writes the entry (and
- * a new L2 table when needed) durably, then publishes it in memory. -EEXIST if vc is already
+ * the caller has already made durable). partial/bitmap as in pcow_entry (bitmap may be NULL
+ * when !partial). Writes the entry (and a new L2 table, and with BITMAP_RECORDS the bitmap
+ * record, when needed) durably, then publishes it in memory. -EEXIST if vc is already
  * allocated in the active layer. */
-int pcow_map_cluster(pcow_image *img, uint64_t vc, uint64_t addr, bool partial, uint64_t bitmap);
+int pcow_map_cluster(pcow_image *img, uint64_t vc, uint64_t addr, bool partial, const pcow_bitmap *bitmap);
 
 /* Add sub-units to a partial active-layer entry (their data must already be durable).
  * Sub-units are cluster_size/subunits_per_cluster bytes. */
-int pcow_set_subunits(pcow_image *img, uint64_t vc, uint64_t add_bitmap);
+int pcow_set_subunits(pcow_image *img, uint64_t vc, const pcow_bitmap *add);
 
 /* Allocate virtual cluster vc in the active layer filled from what it reads now (zeros or the
  * lower layers' data): reserve + copy + persist + map. If fine, only the sub-units in
  * fine_bitmap are copied and the entry is partial. No-op returning 0 if already full. */
-int pcow_alloc_cluster(pcow_image *img, uint64_t vc, bool fine, uint64_t fine_bitmap);
+int pcow_alloc_cluster(pcow_image *img, uint64_t vc, bool fine, const pcow_bitmap *fine_bitmap);
 
 /* Read/write at a virtual offset through the layer chain and base. Out-of-range -> -EINVAL.
  * Writes go to the active layer (copy-on-write from lower layers; whole clusters unless the

@@ -40,7 +40,8 @@ struct pcow_runtime {
     pcow_image *img;
     bool own_img;
     uint8_t *base;
-    uint64_t vsize, len, csize, ssize, unit, fill, nclusters, page, full_bits;
+    uint64_t vsize, len, csize, ssize, unit, fill, nclusters, page;
+    pcow_bitmap full_bits;
     uint32_t nsub, nfiles;
     int fds[PCOW_MAX_STRIPES];
     int uffd, evfd, eof_fd;
@@ -175,10 +176,10 @@ static int map_file(pcow_runtime *rt, uint8_t *at, uint64_t len, uint64_t addr)
 /* Runs of set bits of the image's sub-unit bitmap, called as fn(first, count). */
 #define FOR_RUNS(bits, nsub, first, cnt, body)                                                      \
     for (uint32_t first = 0; first < (nsub); first++) {                                              \
-        if (!(((bits) >> first) & 1))                                                                \
+        if (!pcow_bitmap_test(&(bits), first))                                                       \
             continue;                                                                                \
         uint32_t cnt = 1;                                                                            \
-        while (first + cnt < (nsub) && (((bits) >> (first + cnt)) & 1))                              \
+        while (first + cnt < (nsub) && pcow_bitmap_test(&(bits), first + cnt))                       \
             cnt++;                                                                                   \
         body;                                                                                        \
         first += cnt;                                                                                \
@@ -419,16 +420,30 @@ static int copy_lower(pcow_runtime *rt, struct rt_thread *th, uint64_t vc, uint6
 }
 
 /* Sub-unit bitmap covering [o, o+len) of a cluster. */
-static uint64_t sub_mask(const pcow_runtime *rt, uint64_t o, uint64_t len)
+static pcow_bitmap sub_mask(const pcow_runtime *rt, uint64_t o, uint64_t len)
 {
-    uint64_t m = 0;
-    for (uint64_t u = o / rt->ssize; u < (o + len + rt->ssize - 1) / rt->ssize; u++)
-        m |= 1ull << u;
+    pcow_bitmap m = {{0}};
+    uint64_t u0 = o / rt->ssize, u1 = (o + len + rt->ssize - 1) / rt->ssize;
+    pcow_bitmap_set_range(&m, (uint32_t)u0, (uint32_t)(u1 - u0));
     return m;
 }
 
+static bool bm_eq(const pcow_bitmap *a, const pcow_bitmap *b) { return !memcmp(a, b, sizeof *a); }
+static pcow_bitmap bm_or(pcow_bitmap a, const pcow_bitmap *b)
+{
+    for (int i = 0; i < PCOW_MAX_SUBUNITS / 64; i++)
+        a.w[i] |= b->w[i];
+    return a;
+}
+static pcow_bitmap bm_andnot(pcow_bitmap a, const pcow_bitmap *b)
+{
+    for (int i = 0; i < PCOW_MAX_SUBUNITS / 64; i++)
+        a.w[i] &= ~b->w[i];
+    return a;
+}
+
 static void serve_read(pcow_runtime *rt, struct rt_thread *th, uint8_t *page, uint64_t vc, uint64_t co,
-                       const struct pcow_mapping *m, uint64_t owned)
+                       const struct pcow_mapping *m, const pcow_bitmap *owned)
 {
     uint64_t ws = co / rt->fill * rt->fill, we = ws + rt->fill;
     if (we > rt->csize)
@@ -439,12 +454,12 @@ static void serve_read(pcow_runtime *rt, struct rt_thread *th, uint8_t *page, ui
     /* runs of sub-units the active layer does not own (file-mapped ones are skipped) */
     uint64_t pos = ws;
     while (pos < we && r == 0) {
-        if ((owned >> (pos / rt->ssize)) & 1) {
+        if (pcow_bitmap_test(owned, (uint32_t)(pos / rt->ssize))) {
             pos = (pos / rt->ssize + 1) * rt->ssize;
             continue;
         }
         uint64_t e = pos;
-        while (e < we && !((owned >> (e / rt->ssize)) & 1))
+        while (e < we && !pcow_bitmap_test(owned, (uint32_t)(e / rt->ssize)))
             e = (e / rt->ssize + 1) * rt->ssize;
         if (e > we)
             e = we;
@@ -476,7 +491,7 @@ static void serve_read(pcow_runtime *rt, struct rt_thread *th, uint8_t *page, ui
 }
 
 static void serve_write(pcow_runtime *rt, struct rt_thread *th, uint8_t *page, uint64_t vc, uint64_t co,
-                        const struct pcow_mapping *m, uint64_t owned, uint64_t t0)
+                        const struct pcow_mapping *m, const pcow_bitmap *owned, uint64_t t0)
 {
     bool lower = !(m->depth < 0 && !m->in_base);
     uint64_t rs = 0, rl = rt->csize;
@@ -484,7 +499,7 @@ static void serve_write(pcow_runtime *rt, struct rt_thread *th, uint8_t *page, u
         rs = co / rt->unit * rt->unit;
         rl = rt->unit;
     }
-    uint64_t need = sub_mask(rt, rs, rl) & ~owned;
+    pcow_bitmap need = bm_andnot(sub_mask(rt, rs, rl), owned);
     uint64_t addr;
     int r = 0;
     const char *what = lower ? "copy-on-write" : "expansion";
@@ -508,11 +523,11 @@ static void serve_write(pcow_runtime *rt, struct rt_thread *th, uint8_t *page, u
     if (r == 0) {
         pthread_rwlock_wrlock(&rt->img_lock);
         if (m->depth == 0)
-            r = pcow_set_subunits(rt->img, vc, need);
-        else if (need == rt->full_bits)
-            r = pcow_map_cluster(rt->img, vc, addr, false, 0);
+            r = pcow_set_subunits(rt->img, vc, &need);
+        else if (bm_eq(&need, &rt->full_bits))
+            r = pcow_map_cluster(rt->img, vc, addr, false, NULL);
         else
-            r = pcow_map_cluster(rt->img, vc, addr, true, need);
+            r = pcow_map_cluster(rt->img, vc, addr, true, &need);
         if (r < 0)
             snprintf(th->msg, sizeof th->msg, "%s", pcow_errmsg(rt->img));
         pthread_rwlock_unlock(&rt->img_lock);
@@ -521,7 +536,8 @@ static void serve_write(pcow_runtime *rt, struct rt_thread *th, uint8_t *page, u
         fail_fault(rt, th, page, r, what); /* a reserved cluster may leak; never a bad entry */
         return;
     }
-    if ((owned | need) == rt->full_bits) {
+    pcow_bitmap all = bm_or(*owned, &need);
+    if (bm_eq(&all, &rt->full_bits)) {
         rs = 0;
         rl = rt->csize;
     }
@@ -560,15 +576,17 @@ static void serve_fault(pcow_runtime *rt, struct rt_thread *th, uint64_t address
     pthread_mutex_lock(lk);
     struct pcow_mapping m;
     pcow_lookup(rt->img, vc, &m);
-    uint64_t owned = m.depth == 0 ? (m.partial ? m.bitmap : rt->full_bits) : 0;
+    pcow_bitmap owned = {{0}};
+    if (m.depth == 0)
+        owned = m.partial ? m.bitmap : rt->full_bits;
     uint32_t s = (uint32_t)(co / rt->ssize);
-    if ((owned >> s) & 1) {
+    if (pcow_bitmap_test(&owned, s)) {
         /* Served already (a racing fault), or an earlier mmap failed: (re)map the owned run
          * and wake. Remapping an identical file range is harmless. */
         uint32_t a = s, b = s;
-        while (a > 0 && ((owned >> (a - 1)) & 1))
+        while (a > 0 && pcow_bitmap_test(&owned, a - 1))
             a--;
-        while (b + 1 < rt->nsub && ((owned >> (b + 1)) & 1))
+        while (b + 1 < rt->nsub && pcow_bitmap_test(&owned, b + 1))
             b++;
         uint8_t *at = rt->base + vc * rt->csize + (uint64_t)a * rt->ssize;
         uint64_t l = (uint64_t)(b - a + 1) * rt->ssize;
@@ -579,10 +597,10 @@ static void serve_fault(pcow_runtime *rt, struct rt_thread *th, uint64_t address
         else
             rt_uffd_wake(rt->uffd, at, l);
     } else if (!write) {
-        serve_read(rt, th, page, vc, co, &m, owned);
+        serve_read(rt, th, page, vc, co, &m, &owned);
         rt_hist_add(&rt->h_read, rt_now_ns() - t0);
     } else {
-        serve_write(rt, th, page, vc, co, &m, owned, t0);
+        serve_write(rt, th, page, vc, co, &m, &owned, t0);
     }
     pthread_mutex_unlock(lk);
     rt_hist_add(&rt->h_fault, rt_now_ns() - t0);
@@ -738,7 +756,7 @@ int pcow_runtime_map(pcow_image *img, const struct pcow_runtime_opts *opts, pcow
                      " and the cluster size %" PRIu64, unit, page, csize);
     if (unit % ssize)
         FAIL(EINVAL, "COW unit %" PRIu64 " is smaller than the image's sub-unit %" PRIu64
-                     " (cluster %" PRIu64 " / %u sub-units: the format records at most 64 per cluster)",
+                     " (cluster %" PRIu64 " / %u sub-units; create the image with a smaller sub-unit)",
              unit, ssize, csize, info.subunits_per_cluster);
     uint64_t fill = o.read_fill ? o.read_fill : (csize < 65536 ? csize : 65536);
     if (!pow2(fill) || fill < page || fill > csize)
@@ -762,7 +780,7 @@ int pcow_runtime_map(pcow_image *img, const struct pcow_runtime_opts *opts, pcow
     rt->csize = csize;
     rt->ssize = ssize;
     rt->nsub = info.subunits_per_cluster;
-    rt->full_bits = rt->nsub >= 64 ? ~0ull : (1ull << rt->nsub) - 1;
+    pcow_bitmap_set_range(&rt->full_bits, 0, rt->nsub);
     rt->unit = unit;
     rt->fill = fill;
     rt->vsize = info.virtual_size;

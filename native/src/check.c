@@ -94,14 +94,59 @@ int pcow_check(const char *path, unsigned flags, unsigned repair, struct pcow_ch
             }
         }
     }
+    /* Bitmap clusters: records no entry references are free slots; one that holds bits is a
+     * leak (a crash between writing a record and the entry that would point at it, or a
+     * record whose zeroing after a structural change did not happen). */
+    uint64_t *leak_recs = NULL;
+    size_t nleak_recs = 0;
+    if (ck.dir_ok && img->nrecs) {
+        uint64_t cm = ~(img->csize - 1), per = img->csize / BM_REC_SIZE;
+        leak_recs = malloc(64 * sizeof *leak_recs);
+        size_t cap = leak_recs ? 64 : 0;
+        for (size_t i = 0; i < img->nrecs;) {
+            uint64_t c = img->recs[i].addr & cm;
+            if (pcow__pread(img, buf, img->csize, c) < 0) {
+                res->check_errors++;
+                say(&ck, "error", "%s", img->err);
+            } else {
+                size_t j = i;
+                for (uint64_t sl = 0; sl < per; sl++) {
+                    uint64_t a = c + sl * BM_REC_SIZE;
+                    while (j < img->nrecs && img->recs[j].addr < a)
+                        j++;
+                    if ((j < img->nrecs && img->recs[j].addr == a) || is_zero(buf + sl * BM_REC_SIZE, BM_REC_SIZE))
+                        continue;
+                    res->leaks++;
+                    say(&ck, "leak", "%s: leaked bitmap record at offset 0x%llx (not referenced, holds bits)", path,
+                        (unsigned long long)a);
+                    if (nleak_recs == cap) {
+                        uint64_t *n = realloc(leak_recs, (cap ? cap * 2 : 64) * sizeof *n);
+                        if (!n)
+                            continue; /* reported, just not repaired */
+                        leak_recs = n;
+                        cap = cap ? cap * 2 : 64;
+                    }
+                    leak_recs[nleak_recs++] = a;
+                }
+            }
+            while (i < img->nrecs && (img->recs[i].addr & cm) == c)
+                i++;
+        }
+    }
     res->image_end_offset = img->end;
-    if ((repair & PCOW_REPAIR_LEAKS) && ck.dir_ok && unref) {
+    if ((repair & PCOW_REPAIR_LEAKS) && ck.dir_ok && (unref || nleak_recs)) {
         if (res->corruptions) {
             say(&ck, "info", "%s: not repairing leaks while the image has corruptions (their clusters may be data)", path);
         } else {
             for (uint64_t c = 1; c < last_ref; c++)
                 if (!(img->refmap[c / 8] & (1u << (c % 8))))
                     pcow__free_clusters(img, c * img->csize, 1);
+            static const uint8_t z[BM_REC_SIZE];
+            for (size_t i = 0; i < nleak_recs; i++)
+                if (pcow__pwrite(img, z, BM_REC_SIZE, leak_recs[i]) < 0) {
+                    res->check_errors++;
+                    say(&ck, "error", "%s", img->err);
+                }
             uint64_t ne = (last_ref + 1) * img->csize;
             for (uint32_t f = 0; f < img->nfiles; f++) {
                 uint64_t fs = file_size_for_end(img, ne, f);
@@ -135,6 +180,7 @@ int pcow_check(const char *path, unsigned flags, unsigned repair, struct pcow_ch
             say(&ck, "error", "%s", img->err);
         }
     }
+    free(leak_recs);
     free(buf);
     pcow__free(img);
     return 0;
@@ -195,13 +241,14 @@ static int map_layer(pcow_image *img, int li, int d, int depth0, uint64_t vc, ui
         uint64_t w0 = ent_w0(img, L, vc);
         if (w0) {
             uint64_t addr = w0 & ~(img->csize - 1);
-            uint64_t bm = (w0 & ENTRY_PARTIAL) ? ent_w1(img, L, vc) : ~0ull;
+            pcow_bitmap bm;
+            ent_owned(img, L, vc, w0, &bm);
             for (uint64_t pos = o; pos < o + len;) {
                 uint64_t u = pos / img->ssize, e = (u + 1) * img->ssize;
                 if (e > o + len)
                     e = o + len;
                 int r;
-                if ((bm >> u) & 1) {
+                if (bm_test(&bm, (uint32_t)u)) {
                     uint32_t f;
                     uint64_t fo;
                     pcow__addr(img, addr + pos, &f, &fo);

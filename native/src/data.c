@@ -82,7 +82,7 @@ int pcow_entry_get(const pcow_image *img, uint32_t li, uint64_t vc, struct pcow_
     uint64_t w0 = ent_w0(img, &img->layers[li], vc);
     o->addr = w0 & cmask(img);
     o->partial = w0 & ENTRY_PARTIAL;
-    o->bitmap = o->partial ? ent_w1(img, &img->layers[li], vc) : 0;
+    w1_bm(img, w0, o->partial ? ent_w1(img, &img->layers[li], vc) : 0, &o->bitmap);
     return 0;
 }
 
@@ -101,7 +101,7 @@ int pcow_lookup(const pcow_image *img, uint64_t vc, struct pcow_mapping *o)
             o->layer_idx = (uint32_t)li;
             o->addr = w0 & cmask(img);
             o->partial = w0 & ENTRY_PARTIAL;
-            o->bitmap = o->partial ? ent_w1(img, L, vc) : 0;
+            w1_bm(img, w0, o->partial ? ent_w1(img, L, vc) : 0, &o->bitmap);
             pcow__addr(img, o->addr, &o->file, &o->file_off);
             return 0;
         }
@@ -194,13 +194,14 @@ int pcow__read_layer(pcow_image *img, int li, uint64_t vc, uint64_t o, uint64_t 
             uint64_t addr = w0 & cmask(img);
             if (!(w0 & ENTRY_PARTIAL))
                 return pcow__pread(img, buf, len, addr + o);
-            uint64_t bm = ent_w1(img, L, vc);
+            pcow_bitmap bm;
+            w1_bm(img, w0, ent_w1(img, L, vc), &bm);
             uint64_t pos = o, endp = o + len;
             while (pos < endp) {
                 uint64_t u = pos / img->ssize;
-                bool own = (bm >> u) & 1;
+                bool own = bm_test(&bm, (uint32_t)u);
                 uint64_t e = (u + 1) * img->ssize;
-                while (e < endp && (((bm >> (e / img->ssize)) & 1) == own))
+                while (e < endp && bm_test(&bm, (uint32_t)(e / img->ssize)) == own)
                     e += img->ssize;
                 if (e > endp)
                     e = endp;
@@ -247,102 +248,197 @@ int pcow_read(pcow_image *img, void *buf, uint64_t len, uint64_t off)
 }
 
 struct pend {
-    uint64_t vc, w0, w1;
+    uint64_t vc, w0;
+    pcow_bitmap bm;   /* the whole new bitmap when w0 is partial */
+    uint64_t w1;      /* on-disk word 1, filled by apply_entries */
+    struct bmrec *rec; /* new in-memory record (BITMAP_RECORDS), or the entry's existing one */
+    bool rec_new, rec_inplace;
 };
 
+/* New L2 tables of one apply_entries call: a short list (O(tables touched), not O(L1)). */
+struct newtab {
+    uint64_t t, addr;
+    uint64_t *tab;
+};
+
+static void enc_rec(uint8_t *b, const pcow_bitmap *bm)
+{
+    for (int i = 0; i < BM_WORDS; i++)
+        p64(b + 8 * i, bm->w[i]);
+}
+
 /* Make entries of layer li durable and visible. Their data must already be durable.
- * New L2 tables are written whole, then L1 entries; two persists in all. */
+ * Order: bitmap records (new ones in free slots, or more bits in an entry's own record) and new
+ * L2 tables (in fresh clusters) → durable → entries written in place into existing L2 tables →
+ * durable → L1 entries of the new tables → durable → publish in memory.
+ * A failure before the first in-place write leaves the disk as it was (fresh clusters leak at
+ * worst) and the image usable; after it, the image is marked broken (memory and disk may
+ * disagree until it is reopened). */
 static int apply_entries(pcow_image *img, uint32_t li, struct pend *pd, size_t n)
 {
     struct layer *L = &img->layers[li];
-    uint64_t **newt = calloc(img->l1n, sizeof *newt);
-    uint64_t *newa = calloc(img->l1n, 8);
-    uint8_t *b = malloc(img->csize);
+    struct newtab *nt = NULL;
+    size_t nnt = 0;
+    uint8_t *b = NULL;
     int r = 0;
-    if (!newt || !newa || !b) {
-        r = pcow__err(img, ENOMEM, "out of memory");
-        goto out;
-    }
+    bool inplace = false, recs = false;
+    /* 1. bitmap records */
     for (size_t i = 0; i < n && r == 0; i++) {
-        uint64_t t = pd[i].vc / img->l2n, k = pd[i].vc % img->l2n;
-        if (L->l2[t]) {
-            uint8_t e[16];
-            p64(e, pd[i].w0);
-            p64(e + 8, pd[i].w1);
-            r = pcow__pwrite(img, e, 16, L->l1[t] + k * 16);
+        struct pend *p = &pd[i];
+        p->w1 = 0;
+        p->rec = NULL;
+        p->rec_new = p->rec_inplace = false;
+        if (!(p->w0 & ENTRY_PARTIAL))
+            continue;
+        if (!img->ext) {
+            p->w1 = p->bm.w[0];
             continue;
         }
-        if (!newt[t]) {
-            newt[t] = L->l2[t] ? NULL : calloc(1, img->csize);
-            if (!newt[t]) {
+        uint64_t cw0 = ent_w0(img, L, p->vc);
+        struct bmrec *cur = cw0 == p->w0 ? (struct bmrec *)(uintptr_t)ent_w1(img, L, p->vc) : NULL;
+        uint8_t rb[BM_REC_SIZE];
+        enc_rec(rb, &p->bm);
+        recs = true;
+        if (cur) {
+            /* only bits are added, each after its data is durable: any torn subset is valid */
+            p->rec = cur;
+            p->rec_inplace = true;
+            p->w1 = cur->addr;
+            r = pcow__pwrite(img, rb, BM_REC_SIZE, cur->addr);
+            continue;
+        }
+        p->rec = malloc(sizeof *p->rec);
+        if (!p->rec) {
+            r = pcow__err(img, ENOMEM, "out of memory");
+            break;
+        }
+        p->rec_new = true;
+        memcpy(p->rec->w, p->bm.w, sizeof p->rec->w);
+        r = pcow__bm_write_rec(img, &p->bm, &p->rec->addr);
+        p->w1 = p->rec->addr;
+    }
+    /* 2. new L2 tables, built whole in fresh clusters */
+    for (size_t i = 0; i < n && r == 0; i++) {
+        uint64_t t = pd[i].vc / img->l2n, k = pd[i].vc % img->l2n;
+        if (L->l2[t])
+            continue;
+        size_t j = nnt;
+        while (j > 0 && nt[j - 1].t != t)
+            j--;
+        if (j == 0) {
+            struct newtab *x = realloc(nt, (nnt + 1) * sizeof *nt);
+            if (!x) {
                 r = pcow__err(img, ENOMEM, "out of memory");
                 break;
             }
+            nt = x;
+            nt[nnt] = (struct newtab){t, 0, calloc(1, img->csize)};
+            if (!nt[nnt++].tab) {
+                r = pcow__err(img, ENOMEM, "out of memory");
+                break;
+            }
+            j = nnt;
         }
-        newt[t][2 * k] = pd[i].w0;
-        newt[t][2 * k + 1] = pd[i].w1;
+        /* in memory a BITMAP_RECORDS entry holds the record pointer; on disk its address */
+        nt[j - 1].tab[2 * k] = pd[i].w0;
+        nt[j - 1].tab[2 * k + 1] = img->ext ? (uint64_t)(uintptr_t)pd[i].rec : pd[i].w1;
     }
-    for (uint64_t t = 0; t < img->l1n && r == 0; t++) {
-        if (!newt[t])
-            continue;
+    if (r == 0 && nnt && !(b = malloc(img->csize)))
+        r = pcow__err(img, ENOMEM, "out of memory");
+    for (size_t j = 0; j < nnt && r == 0; j++) {
         for (uint64_t k = 0; k < img->l2n; k++) {
-            p64(b + k * 16, newt[t][2 * k]);
-            p64(b + k * 16 + 8, newt[t][2 * k + 1]);
+            uint64_t w0 = nt[j].tab[2 * k], w1 = nt[j].tab[2 * k + 1];
+            if (img->ext && w1)
+                w1 = ((struct bmrec *)(uintptr_t)w1)->addr;
+            p64(b + k * 16, w0);
+            p64(b + k * 16 + 8, w1);
         }
-        r = pcow__reserve(img, 1, &newa[t]);
+        r = pcow__reserve(img, 1, &nt[j].addr);
         if (r == 0)
-            r = pcow__pwrite(img, b, img->csize, newa[t]);
+            r = pcow__pwrite(img, b, img->csize, nt[j].addr);
     }
-    if (r == 0)
+    if (r == 0 && (recs || nnt))
         r = pcow__persist_all(img);
-    bool any_new = false;
-    for (uint64_t t = 0; t < img->l1n && r == 0; t++) {
-        if (!newt[t])
+    /* 3. entries in existing tables (word 1 before word 0 in the same 16 bytes) */
+    bool any_old = false;
+    for (size_t i = 0; i < n && r == 0; i++) {
+        uint64_t t = pd[i].vc / img->l2n, k = pd[i].vc % img->l2n;
+        if (!L->l2[t] || (pd[i].rec_inplace && ent_w0(img, L, pd[i].vc) == pd[i].w0))
             continue;
-        uint8_t e[8];
-        p64(e, newa[t]);
-        r = pcow__pwrite(img, e, 8, L->l1_off + t * 8);
-        any_new = true;
+        uint8_t e[16];
+        p64(e, pd[i].w0);
+        p64(e + 8, pd[i].w1);
+        inplace = true;
+        any_old = true;
+        r = pcow__pwrite(img, e, 16, L->l1[t] + k * 16);
     }
-    if (r == 0 && any_new)
+    if (r == 0 && any_old)
+        r = pcow__persist_all(img);
+    /* 4. L1 entries of the new tables */
+    for (size_t j = 0; j < nnt && r == 0; j++) {
+        uint8_t e[8];
+        p64(e, nt[j].addr);
+        inplace = true;
+        r = pcow__pwrite(img, e, 8, L->l1_off + nt[j].t * 8);
+    }
+    if (r == 0 && nnt)
         r = pcow__persist_all(img);
     if (r < 0) {
-        img->broken = true;
+        if (inplace)
+            img->broken = true;
+        for (size_t i = 0; i < n; i++) {
+            if (pd[i].rec_new) {
+                free(pd[i].rec);
+                pd[i].rec = NULL;
+            }
+        }
         goto out;
     }
-    /* publish: bitmap before address so a concurrent lookup never sees a partial entry with
+    /* 5. publish: bitmap before address so a concurrent lookup never sees a partial entry with
      * a stale bitmap */
     for (size_t i = 0; i < n; i++) {
         uint64_t t = pd[i].vc / img->l2n, k = pd[i].vc % img->l2n;
-        if (!L->l2[t] || newt[t])
+        bool in_new = false;
+        for (size_t j = 0; j < nnt && !in_new; j++)
+            in_new = nt[j].t == t;
+        if (in_new)
             continue;
         if (!L->l2[t][2 * k] && pd[i].w0)
             L->owned++;
-        __atomic_store_n(&L->l2[t][2 * k + 1], pd[i].w1, __ATOMIC_RELEASE);
-        __atomic_store_n(&L->l2[t][2 * k], pd[i].w0, __ATOMIC_RELEASE);
-    }
-    for (uint64_t t = 0; t < img->l1n; t++) {
-        if (!newt[t])
+        if (pd[i].rec_inplace) {
+            for (int w = 0; w < BM_WORDS; w++)
+                __atomic_store_n(&pd[i].rec->w[w], pd[i].bm.w[w], __ATOMIC_RELEASE);
             continue;
+        }
+        uint64_t m1 = img->ext ? (uint64_t)(uintptr_t)pd[i].rec : pd[i].w1;
+        uint64_t ow0 = L->l2[t][2 * k], ow1 = L->l2[t][2 * k + 1];
+        __atomic_store_n(&L->l2[t][2 * k + 1], m1, __ATOMIC_RELEASE);
+        __atomic_store_n(&L->l2[t][2 * k], pd[i].w0, __ATOMIC_RELEASE);
+        /* an empty-bitmap entry (word 1 was 0) that got its first record; nothing else is
+         * replaced in the data path */
+        if (img->ext && ow1 && ow1 != m1)
+            pcow__bm_free_rec(img, ow0, ow1);
+    }
+    for (size_t j = 0; j < nnt; j++) {
         for (uint64_t k = 0; k < img->l2n; k++)
-            L->owned += newt[t][2 * k] != 0;
-        L->l1[t] = newa[t];
-        __atomic_store_n(&L->l2[t], newt[t], __ATOMIC_RELEASE);
-        newt[t] = NULL;
+            L->owned += nt[j].tab[2 * k] != 0;
+        L->l1[nt[j].t] = nt[j].addr;
+        __atomic_store_n(&L->l2[nt[j].t], nt[j].tab, __ATOMIC_RELEASE);
+        nt[j].tab = NULL;
     }
 out:
-    if (newt)
-        for (uint64_t t = 0; t < img->l1n; t++)
-            free(newt[t]);
-    free(newt);
-    free(newa);
+    for (size_t j = 0; j < nnt; j++)
+        free(nt[j].tab);
+    free(nt);
     free(b);
     return r;
 }
 
-int pcow__set_entry(pcow_image *img, uint32_t li, uint64_t vc, uint64_t w0, uint64_t w1)
+int pcow__set_entry(pcow_image *img, uint32_t li, uint64_t vc, uint64_t w0, const pcow_bitmap *bm)
 {
-    struct pend p = {vc, w0, w1};
+    struct pend p = {.vc = vc, .w0 = w0};
+    if (bm && (w0 & ENTRY_PARTIAL))
+        p.bm = *bm;
     return apply_entries(img, li, &p, 1);
 }
 
@@ -354,31 +450,36 @@ static bool has_lower(const pcow_image *img, int li, uint64_t vc)
     return img->h.base_fmt && vc * img->csize < img->base_size;
 }
 
-static uint64_t unit_mask(const pcow_image *img, uint64_t o, uint64_t len)
+/* Sub-units covering [o, o+len) of a cluster. */
+static void unit_mask(const pcow_image *img, uint64_t o, uint64_t len, pcow_bitmap *m)
 {
-    uint64_t u0 = o / img->ssize, u1 = (o + len - 1) / img->ssize, m = 0;
-    for (uint64_t u = u0; u <= u1; u++)
-        m |= 1ull << u;
-    return m;
+    memset(m, 0, sizeof *m);
+    uint64_t u0 = o / img->ssize, u1 = (o + len - 1) / img->ssize;
+    pcow_bitmap_set_range(m, (uint32_t)u0, (uint32_t)(u1 - u0 + 1));
 }
 
 /* Write data into sub-units `units` of the cluster at addr: for each unit, bytes from src
- * where [o, o+len) covers them, the rest from the lower layers (parent of li). */
-static int fill_units(pcow_image *img, int parent, uint64_t vc, uint64_t addr, uint64_t units, const uint8_t *src,
-                      uint64_t o, uint64_t len, uint8_t *tmp)
+ * where [o, o+len) covers them, the rest from the lower layers (parent of li). Runs of
+ * adjacent units are read and written together (tmp holds a cluster). */
+static int fill_units(pcow_image *img, int parent, uint64_t vc, uint64_t addr, const pcow_bitmap *units,
+                      const uint8_t *src, uint64_t o, uint64_t len, uint8_t *tmp)
 {
     for (uint32_t u = 0; u < img->nsub; u++) {
-        if (!((units >> u) & 1))
+        if (!bm_test(units, u))
             continue;
-        uint64_t us = u * img->ssize, ue = us + img->ssize;
+        uint32_t cnt = 1;
+        while (u + cnt < img->nsub && bm_test(units, u + cnt))
+            cnt++;
+        uint64_t us = u * img->ssize, ue = us + (uint64_t)cnt * img->ssize;
+        u += cnt - 1;
         bool covered = src && o <= us && o + len >= ue;
         if (covered) {
-            int r = pcow__pwrite(img, src + (us - o), img->ssize, addr + us);
+            int r = pcow__pwrite(img, src + (us - o), ue - us, addr + us);
             if (r < 0)
                 return r;
             continue;
         }
-        int r = pcow__read_layer(img, parent, vc, us, img->ssize, tmp);
+        int r = pcow__read_layer(img, parent, vc, us, ue - us, tmp);
         if (r < 0)
             return r;
         if (src) {
@@ -386,7 +487,7 @@ static int fill_units(pcow_image *img, int parent, uint64_t vc, uint64_t addr, u
             if (s < e)
                 memcpy(tmp + (s - us), src + (s - o), e - s);
         }
-        r = pcow__pwrite(img, tmp, img->ssize, addr + us);
+        r = pcow__pwrite(img, tmp, ue - us, addr + us);
         if (r < 0)
             return r;
     }
@@ -426,35 +527,40 @@ int pcow_write(pcow_image *img, const void *buf, uint64_t len, uint64_t off)
         if (w0 && !(w0 & ENTRY_PARTIAL)) {
             r = pcow__pwrite(img, p, n, addr + o);
         } else if (w0) {
-            uint64_t bm = ent_w1(img, A, vc), tm = unit_mask(img, o, n);
+            pcow_bitmap bm, tm, need;
+            w1_bm(img, w0, ent_w1(img, A, vc), &bm);
+            unit_mask(img, o, n, &tm);
             /* owned units: write in place; others: compose with lower data first */
-            uint64_t need = tm & ~bm;
+            need = tm;
+            bm_andnot(&need, &bm);
             for (uint32_t u = 0; u < img->nsub && r == 0; u++) {
-                if (!((tm >> u) & 1) || ((need >> u) & 1))
+                if (!bm_test(&tm, u) || bm_test(&need, u))
                     continue;
                 uint64_t us = u * img->ssize, s = o > us ? o : us, e = o + n < us + img->ssize ? o + n : us + img->ssize;
                 r = pcow__pwrite(img, p + (s - o), e - s, addr + s);
             }
-            if (r == 0 && need) {
-                r = fill_units(img, A->parent, vc, addr, need, p, o, n, tmp);
-                pd[np++] = (struct pend){vc, w0, bm | need};
+            if (r == 0 && !pcow_bitmap_empty(&need)) {
+                r = fill_units(img, A->parent, vc, addr, &need, p, o, n, tmp);
+                bm_or(&bm, &need);
+                pd[np++] = (struct pend){.vc = vc, .w0 = w0, .bm = bm};
             }
         } else {
             r = pcow__reserve(img, 1, &addr);
             if (r == 0 && !has_lower(img, A->parent, vc)) {
                 r = pcow__pwrite(img, p, n, addr + o); /* the rest reads as zeros */
-                pd[np++] = (struct pend){vc, addr, 0};
+                pd[np++] = (struct pend){.vc = vc, .w0 = addr};
             } else if (r == 0 && fine) {
-                uint64_t tm = unit_mask(img, o, n);
-                r = fill_units(img, A->parent, vc, addr, tm, p, o, n, tmp);
-                pd[np++] = (struct pend){vc, addr | ENTRY_PARTIAL, tm};
+                pcow_bitmap tm;
+                unit_mask(img, o, n, &tm);
+                r = fill_units(img, A->parent, vc, addr, &tm, p, o, n, tmp);
+                pd[np++] = (struct pend){.vc = vc, .w0 = addr | ENTRY_PARTIAL, .bm = tm};
             } else if (r == 0) {
                 r = pcow__read_layer(img, A->parent, vc, 0, img->csize, tmp);
                 if (r == 0) {
                     memcpy(tmp + o, p, n);
                     r = pcow__pwrite(img, tmp, img->csize, addr);
                 }
-                pd[np++] = (struct pend){vc, addr, 0};
+                pd[np++] = (struct pend){.vc = vc, .w0 = addr};
             }
         }
         p += n;
@@ -470,7 +576,13 @@ int pcow_write(pcow_image *img, const void *buf, uint64_t len, uint64_t off)
     return r;
 }
 
-int pcow_map_cluster(pcow_image *img, uint64_t vc, uint64_t addr, bool partial, uint64_t bitmap)
+static int bad_bits(pcow_image *img, const pcow_bitmap *bm)
+{
+    return pcow__err(img, EINVAL, "bitmap has bits beyond the %u sub-units of a cluster (word %d: 0x%llx)", img->nsub,
+                     img->nsub / 64, (unsigned long long)bm->w[img->nsub / 64 < BM_WORDS ? img->nsub / 64 : 0]);
+}
+
+int pcow_map_cluster(pcow_image *img, uint64_t vc, uint64_t addr, bool partial, const pcow_bitmap *bitmap)
 {
     if (img->broken)
         return pcow__err(img, EIO, "image state is unknown after an earlier failure; reopen it");
@@ -480,14 +592,16 @@ int pcow_map_cluster(pcow_image *img, uint64_t vc, uint64_t addr, bool partial, 
         return pcow__err(img, EINVAL, "virtual cluster %llu is beyond %llu", (unsigned long long)vc, (unsigned long long)img->nclusters);
     if (addr % img->csize || addr < img->csize || addr >= img->end)
         return pcow__err(img, EINVAL, "address 0x%llx is not a reserved cluster", (unsigned long long)addr);
-    if (partial && (bitmap & ~pcow__full_bitmap(img)))
-        return pcow__err(img, EINVAL, "bitmap 0x%llx has bits beyond %u sub-units", (unsigned long long)bitmap, img->nsub);
+    if (partial && !bitmap)
+        return pcow__err(img, EINVAL, "a partial entry needs a bitmap");
+    if (partial && bm_beyond(img, bitmap))
+        return bad_bits(img, bitmap);
     if (ent_w0(img, &img->layers[img->active], vc))
         return pcow__err(img, EEXIST, "virtual cluster %llu is already allocated in the active layer", (unsigned long long)vc);
-    return pcow__set_entry(img, img->active, vc, addr | (partial ? ENTRY_PARTIAL : 0), partial ? bitmap : 0);
+    return pcow__set_entry(img, img->active, vc, addr | (partial ? ENTRY_PARTIAL : 0), partial ? bitmap : NULL);
 }
 
-int pcow_set_subunits(pcow_image *img, uint64_t vc, uint64_t add)
+int pcow_set_subunits(pcow_image *img, uint64_t vc, const pcow_bitmap *add)
 {
     if (img->broken)
         return pcow__err(img, EIO, "image state is unknown after an earlier failure; reopen it");
@@ -499,12 +613,20 @@ int pcow_set_subunits(pcow_image *img, uint64_t vc, uint64_t add)
     uint64_t w0 = ent_w0(img, A, vc);
     if (!(w0 & ENTRY_PARTIAL))
         return pcow__err(img, EINVAL, "virtual cluster %llu has no partial entry in the active layer", (unsigned long long)vc);
-    if (add & ~pcow__full_bitmap(img))
-        return pcow__err(img, EINVAL, "bitmap 0x%llx has bits beyond %u sub-units", (unsigned long long)add, img->nsub);
-    return pcow__set_entry(img, img->active, vc, w0, ent_w1(img, A, vc) | add);
+    if (!add)
+        return pcow__err(img, EINVAL, "no bitmap given");
+    if (bm_beyond(img, add))
+        return bad_bits(img, add);
+    pcow_bitmap bm;
+    w1_bm(img, w0, ent_w1(img, A, vc), &bm);
+    pcow_bitmap nb = bm;
+    bm_or(&nb, add);
+    if (bm_eq(&nb, &bm))
+        return 0;
+    return pcow__set_entry(img, img->active, vc, w0, &nb);
 }
 
-int pcow_alloc_cluster(pcow_image *img, uint64_t vc, bool fine, uint64_t fbm)
+int pcow_alloc_cluster(pcow_image *img, uint64_t vc, bool fine, const pcow_bitmap *fbm)
 {
     if (img->broken)
         return pcow__err(img, EIO, "image state is unknown after an earlier failure; reopen it");
@@ -514,11 +636,17 @@ int pcow_alloc_cluster(pcow_image *img, uint64_t vc, bool fine, uint64_t fbm)
         return pcow__err(img, EINVAL, "virtual cluster %llu is beyond %llu", (unsigned long long)vc, (unsigned long long)img->nclusters);
     if (img->h.base_fmt && !img->base && img->base_fd < 0)
         return pcow__err(img, ENXIO, "base image '%s' is not open; cannot copy from it", img->h.base);
+    if (fine && !fbm)
+        return pcow__err(img, EINVAL, "fine allocation needs a bitmap");
     struct layer *A = &img->layers[img->active];
-    uint64_t full = pcow__full_bitmap(img);
-    if (fbm & ~full)
-        return pcow__err(img, EINVAL, "bitmap 0x%llx has bits beyond %u sub-units", (unsigned long long)fbm, img->nsub);
-    uint64_t want = fine ? fbm : full;
+    pcow_bitmap want;
+    if (fine) {
+        if (bm_beyond(img, fbm))
+            return bad_bits(img, fbm);
+        want = *fbm;
+    } else {
+        pcow__full_bm(img, &want);
+    }
     uint64_t w0 = ent_w0(img, A, vc);
     if (w0 && !(w0 & ENTRY_PARTIAL))
         return 0;
@@ -527,24 +655,27 @@ int pcow_alloc_cluster(pcow_image *img, uint64_t vc, bool fine, uint64_t fbm)
         return pcow__err(img, ENOMEM, "out of memory");
     int r = 0;
     if (w0) {
-        uint64_t bm = ent_w1(img, A, vc), need = want & ~bm;
-        if (need) {
-            r = fill_units(img, A->parent, vc, w0 & cmask(img), need, NULL, 0, 0, tmp);
+        pcow_bitmap bm, need = want;
+        w1_bm(img, w0, ent_w1(img, A, vc), &bm);
+        bm_andnot(&need, &bm);
+        if (!pcow_bitmap_empty(&need)) {
+            r = fill_units(img, A->parent, vc, w0 & cmask(img), &need, NULL, 0, 0, tmp);
             if (r == 0)
                 r = pcow__persist_all(img);
+            bm_or(&bm, &need);
             if (r == 0)
-                r = pcow__set_entry(img, img->active, vc, w0, bm | need);
+                r = pcow__set_entry(img, img->active, vc, w0, &bm);
         }
     } else {
         uint64_t addr;
         r = pcow__reserve(img, 1, &addr);
         bool lower = has_lower(img, A->parent, vc);
         if (r == 0 && lower)
-            r = fill_units(img, A->parent, vc, addr, want, NULL, 0, 0, tmp);
+            r = fill_units(img, A->parent, vc, addr, &want, NULL, 0, 0, tmp);
         if (r == 0)
             r = pcow__persist_all(img);
         if (r == 0)
-            r = pcow__set_entry(img, img->active, vc, addr | (fine ? ENTRY_PARTIAL : 0), fine ? want : 0);
+            r = pcow__set_entry(img, img->active, vc, addr | (fine ? ENTRY_PARTIAL : 0), fine ? &want : NULL);
     }
     free(tmp);
     return r;

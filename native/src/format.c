@@ -203,9 +203,13 @@ int pcow__hdr_decode(const uint8_t *b, int slot, struct hdr *h, char *why, size_
         snprintf(why, wl, "cluster bits %u outside %d..%d", h->cbits, PCOW_MIN_CLUSTER_BITS, PCOW_MAX_CLUSTER_BITS);
         return -EINVAL;
     }
-    uint32_t smin = h->cbits > 18 ? h->cbits - 6 : 12;
-    if (h->sbits < smin || h->sbits > h->cbits) {
-        snprintf(why, wl, "sub-unit bits %u outside %u..%u", h->sbits, smin, h->cbits);
+    if (h->sbits < 12 || h->sbits > h->cbits || h->cbits - h->sbits > 9) {
+        snprintf(why, wl, "sub-unit bits %u outside %u..%u", h->sbits, h->cbits > 21 ? h->cbits - 9 : 12, h->cbits);
+        return -EINVAL;
+    }
+    if (h->cbits - h->sbits > 6 && !(h->incompat & INCOMPAT_BITMAP_RECORDS)) {
+        snprintf(why, wl, "%u sub-units per cluster need the BITMAP_RECORDS feature bit",
+                 1u << (h->cbits - h->sbits));
         return -EINVAL;
     }
     if (h->vsize == 0 || h->vsize > MAX_VIRTUAL_SIZE) {

@@ -23,9 +23,70 @@ static void p64(uint8_t *p, uint64_t v) { v = htole64(v); memcpy(p, &v, 8); }
 const char *pcow_errmsg(const pcow_image *img) { return img->err; }
 const char *pcow_path(const pcow_image *img) { return img->path; }
 pcow_image *pcow_base_image(const pcow_image *img) { return img->base; }
-uint64_t pcow__full_bitmap(const pcow_image *img)
+void pcow__full_bm(const pcow_image *img, pcow_bitmap *o)
 {
-    return img->nsub >= 64 ? ~0ull : ((1ull << img->nsub) - 1);
+    memset(o, 0, sizeof *o);
+    for (uint32_t i = 0; i < img->nsub / 64; i++)
+        o->w[i] = ~0ull;
+    if (img->nsub % 64)
+        o->w[img->nsub / 64] = (1ull << (img->nsub % 64)) - 1;
+}
+
+/* ---- bitmap records (BITMAP_RECORDS images) ---- */
+void pcow__bm_free_rec(pcow_image *img, uint64_t w0, uint64_t w1)
+{
+    if (img->ext && (w0 & ENTRY_PARTIAL))
+        free((struct bmrec *)(uintptr_t)w1);
+}
+
+/* Replace *w1 (in-memory word 1 of entry w0) with a deep copy of its record. */
+int pcow__bm_clone(const pcow_image *img, uint64_t w0, uint64_t *w1)
+{
+    if (!img->ext || !(w0 & ENTRY_PARTIAL) || !*w1)
+        return 0;
+    struct bmrec *n = malloc(sizeof *n);
+    if (!n)
+        return -ENOMEM;
+    memcpy(n, (const struct bmrec *)(uintptr_t)*w1, sizeof *n);
+    *w1 = (uint64_t)(uintptr_t)n;
+    return 0;
+}
+
+/* A record slot nothing references: a free slot of a referenced bitmap cluster, the next one of
+ * the bitmap cluster appended last, or the first of a newly appended bitmap cluster. */
+static int alloc_rec(pcow_image *img, uint64_t *addr)
+{
+    if (img->bm_nfree) {
+        *addr = img->bm_free[--img->bm_nfree];
+        return 0;
+    }
+    if (img->bm_next >= img->bm_lim) {
+        uint64_t a;
+        int r = pcow__reserve(img, 1, &a);
+        if (r < 0)
+            return r;
+        img->bm_next = a;
+        img->bm_lim = a + img->csize;
+    }
+    *addr = img->bm_next;
+    img->bm_next += BM_REC_SIZE;
+    return 0;
+}
+
+/* Write bm into a fresh record (whole 64 bytes, so stale bits of a reused slot vanish); the
+ * caller makes it durable before any entry points at it. */
+int pcow__bm_write_rec(pcow_image *img, const pcow_bitmap *bm, uint64_t *addr)
+{
+    int r = alloc_rec(img, addr);
+    if (r < 0)
+        return r;
+    uint8_t b[BM_REC_SIZE];
+    for (int i = 0; i < BM_WORDS; i++)
+        p64(b + 8 * i, bm->w[i]);
+    r = pcow__pwrite(img, b, BM_REC_SIZE, *addr);
+    if (r < 0 && img->bm_nfree < img->bm_capfree)
+        img->bm_free[img->bm_nfree++] = *addr; /* never referenced: reusable */
+    return r;
 }
 
 static uint64_t span(const pcow_image *img, uint64_t bytes)
@@ -39,6 +100,7 @@ static void derive(pcow_image *img)
     img->csize = 1ull << img->h.cbits;
     img->ssize = 1ull << img->h.sbits;
     img->nsub = (uint32_t)(img->csize / img->ssize);
+    img->ext = img->h.incompat & INCOMPAT_BITMAP_RECORDS;
     img->unit = 1ull << img->h.ubits;
     img->nclusters = (img->h.vsize + img->csize - 1) / img->csize;
     img->l2n = img->csize / L2_ENTRY_SIZE;
@@ -58,8 +120,12 @@ static int lock_fd(int fd, bool excl)
 void pcow__free_layer(pcow_image *img, struct layer *L)
 {
     if (L->l2) {
-        for (uint64_t i = 0; i < img->l1n; i++)
+        for (uint64_t i = 0; i < img->l1n; i++) {
+            if (img->ext && L->l2[i])
+                for (uint64_t k = 0; k < img->l2n; k++)
+                    pcow__bm_free_rec(img, L->l2[i][2 * k], L->l2[i][2 * k + 1]);
             free(L->l2[i]);
+        }
     }
     free(L->l2);
     free(L->l1);
@@ -86,6 +152,8 @@ void pcow__free(pcow_image *img)
     if (img->dirfd >= 0)
         close(img->dirfd);
     free(img->refmap);
+    free(img->bm_free);
+    free(img->recs);
     free(img->path);
     free(img->dirpath);
     free(img);
@@ -270,6 +338,117 @@ static int read_dir(pcow_image *img)
     return 0;
 }
 
+static uint64_t pcow__full_bitmap64(const pcow_image *img)
+{
+    return img->nsub >= 64 ? ~0ull : ((1ull << img->nsub) - 1);
+}
+
+/* Read and validate the bitmap record at a (word 1 of a partial entry of layer L, cluster vc):
+ * 64-byte aligned, after the header, inside the files, no bit beyond the sub-unit count. Its
+ * cluster's ownership and single reference are checked once every table is loaded
+ * (check_recs). Returns 0, 1 (dropped, check mode) or -errno. */
+static int load_rec(pcow_image *img, const struct layer *L, uint64_t vc, uint64_t a, struct bmrec **out)
+{
+    int r = 0;
+    if (a % BM_REC_SIZE || a < img->csize || a > MAX_VIRTUAL_SIZE * 4 || !pcow__in_file(img, a, BM_REC_SIZE))
+        r = pcow__corrupt(img, "layer %u: bitmap record of cluster %llu at offset 0x%llx is not a 64-byte aligned address inside the file after the header",
+                          L->id, (unsigned long long)vc, (unsigned long long)a);
+    if (r)
+        return r < 0 ? r : 1;
+    uint8_t b[BM_REC_SIZE];
+    r = pcow__pread(img, b, BM_REC_SIZE, a);
+    if (r < 0)
+        return r;
+    struct bmrec *rec = malloc(sizeof *rec);
+    if (!rec)
+        return pcow__err(img, ENOMEM, "out of memory");
+    rec->addr = a;
+    pcow_bitmap bm;
+    for (int i = 0; i < BM_WORDS; i++)
+        bm.w[i] = rec->w[i] = g64(b + 8 * i);
+    if (bm_beyond(img, &bm)) {
+        free(rec);
+        r = pcow__corrupt(img, "layer %u: bitmap record of cluster %llu at offset 0x%llx has bits beyond %u sub-units",
+                          L->id, (unsigned long long)vc, (unsigned long long)a, img->nsub);
+        return r < 0 ? r : 1;
+    }
+    if (img->nrecs == img->caprecs) {
+        size_t nc = img->caprecs ? img->caprecs * 2 : 64;
+        struct recref *n = realloc(img->recs, nc * sizeof *n);
+        if (!n) {
+            free(rec);
+            return pcow__err(img, ENOMEM, "out of memory");
+        }
+        img->recs = n;
+        img->caprecs = nc;
+    }
+    img->recs[img->nrecs++] = (struct recref){a, vc, L->id};
+    *out = rec;
+    return 0;
+}
+
+static int cmp_rec(const void *a, const void *b)
+{
+    uint64_t x = ((const struct recref *)a)->addr, y = ((const struct recref *)b)->addr;
+    return x < y ? -1 : x > y;
+}
+
+/* After every table is loaded: each record is referenced once, and bitmap clusters are owned
+ * by nothing else (one ref() per cluster holding records). Then the free slots of those
+ * clusters become the record allocator's free list. Returns 0 or -errno (open). */
+static int check_recs(pcow_image *img)
+{
+    if (!img->nrecs)
+        return 0;
+    qsort(img->recs, img->nrecs, sizeof *img->recs, cmp_rec);
+    uint64_t cm = ~(img->csize - 1);
+    for (size_t i = 0; i < img->nrecs; i++) {
+        const struct recref *p = &img->recs[i];
+        int r = 0;
+        if (i > 0 && p->addr == p[-1].addr)
+            r = pcow__corrupt(img, "bitmap record at offset 0x%llx is referenced twice (layer %u cluster %llu and layer %u cluster %llu)",
+                              (unsigned long long)p->addr, p[-1].layer_id, (unsigned long long)p[-1].vc, p->layer_id,
+                              (unsigned long long)p->vc);
+        else if (i == 0 || (p->addr & cm) != (p[-1].addr & cm)) {
+            char what[128];
+            snprintf(what, sizeof what, "bitmap cluster (record of layer %u, virtual cluster %llu)", p->layer_id,
+                     (unsigned long long)p->vc);
+            r = ref(img, p->addr & cm, img->csize, what);
+        }
+        if (r < 0)
+            return r;
+    }
+    if (!img->rw || img->ck)
+        return 0;
+    /* free slots, bounded: a few clusters' worth is plenty between two opens */
+    size_t per = img->csize / BM_REC_SIZE, cap = 65536, n = 0;
+    img->bm_free = malloc(cap * sizeof *img->bm_free);
+    if (!img->bm_free)
+        return pcow__err(img, ENOMEM, "out of memory");
+    img->bm_capfree = cap;
+    for (size_t i = 0; i < img->nrecs && n < cap;) {
+        uint64_t c = img->recs[i].addr & cm;
+        for (size_t s = 0; s < per && n < cap; s++) {
+            uint64_t a = c + s * BM_REC_SIZE;
+            while (i < img->nrecs && img->recs[i].addr < a)
+                i++;
+            if (i < img->nrecs && img->recs[i].addr == a)
+                continue;
+            img->bm_free[n++] = a;
+        }
+        while (i < img->nrecs && (img->recs[i].addr & cm) == c)
+            i++;
+    }
+    img->bm_nfree = n;
+    /* pop order: lowest address first */
+    for (size_t i = 0; i < n / 2; i++) {
+        uint64_t t = img->bm_free[i];
+        img->bm_free[i] = img->bm_free[n - 1 - i];
+        img->bm_free[n - 1 - i] = t;
+    }
+    return 0;
+}
+
 /* Load and validate one layer's L1 and L2 tables. Invalid entries: error (open) or reported and
  * dropped (check). */
 static int read_tables(pcow_image *img, struct layer *L)
@@ -310,7 +489,8 @@ static int read_tables(pcow_image *img, struct layer *L)
             free(t);
             break;
         }
-        for (uint64_t k = 0; k < img->l2n; k++) {
+        uint64_t k;
+        for (k = 0; k < img->l2n; k++) {
             uint64_t w0 = g64(lb + k * 16), w1 = g64(lb + k * 16 + 8);
             uint64_t vc = i * img->l2n + k;
             t[2 * k] = 0;
@@ -324,12 +504,18 @@ static int read_tables(pcow_image *img, struct layer *L)
             else if ((w0 & (img->csize - 1)) & ~ENTRY_PARTIAL)
                 bad = pcow__corrupt(img, "layer %u: entry for cluster %llu has reserved bits set (0x%llx)",
                                     L->id, (unsigned long long)vc, (unsigned long long)w0);
-            else if ((w0 & ENTRY_PARTIAL) && (w1 & ~pcow__full_bitmap(img)))
+            else if ((w0 & ENTRY_PARTIAL) && !img->ext && (w1 & ~pcow__full_bitmap64(img)))
                 bad = pcow__corrupt(img, "layer %u: entry for cluster %llu has sub-unit bits beyond %u",
                                     L->id, (unsigned long long)vc, img->nsub);
             else {
                 snprintf(what, sizeof what, "data cluster of layer %u, virtual cluster %llu", L->id, (unsigned long long)vc);
                 bad = ref(img, w0 & ~(img->csize - 1), img->csize, what);
+            }
+            struct bmrec *rec = NULL;
+            if (!bad && img->ext && (w0 & ENTRY_PARTIAL) && w1) {
+                bad = load_rec(img, L, vc, w1, &rec);
+                if (bad)
+                    img->refmap[(w0 / img->csize) / 8] &= (uint8_t)~(1u << ((w0 / img->csize) % 8)); /* entry dropped */
             }
             if (bad < 0) {
                 r = bad;
@@ -338,10 +524,12 @@ static int read_tables(pcow_image *img, struct layer *L)
             if (bad)
                 continue;
             t[2 * k] = w0;
-            t[2 * k + 1] = (w0 & ENTRY_PARTIAL) ? w1 : 0;
+            t[2 * k + 1] = (w0 & ENTRY_PARTIAL) ? (img->ext ? (uint64_t)(uintptr_t)rec : w1) : 0;
             L->owned++;
         }
         if (r < 0) {
+            for (uint64_t j = 0; j < k && j < img->l2n; j++) /* entries loaded before the error */
+                pcow__bm_free_rec(img, t[2 * j], t[2 * j + 1]);
             free(t);
             break;
         }
@@ -559,6 +747,9 @@ static int load(pcow_image *img, unsigned flags, int depth, dev_t *devs, ino_t *
             if (r < 0)
                 return r;
         }
+        r = check_recs(img);
+        if (r < 0)
+            return r;
     } else {
         /* check mode with an unreadable directory: no layers to walk */
         free(img->layers);
@@ -568,6 +759,15 @@ static int load(pcow_image *img, unsigned flags, int depth, dev_t *devs, ino_t *
     if (!img->ck) {
         free(img->refmap);
         img->refmap = NULL;
+        free(img->recs);
+        img->recs = NULL;
+        img->nrecs = img->caprecs = 0;
+    }
+    if (img->rw && img->ext && !img->bm_free) {
+        img->bm_free = malloc(64 * sizeof *img->bm_free);
+        if (!img->bm_free)
+            return pcow__err(img, ENOMEM, "out of memory");
+        img->bm_capfree = 64;
     }
     /* base chain */
     if (img->h.base_fmt && !(flags & PCOW_OPEN_NO_BASE)) {
@@ -737,14 +937,25 @@ int pcow__write_tables(pcow_image *img, struct layer *L)
         if (!t)
             continue;
         bool any = false;
-        for (uint64_t k = 0; k < img->l2n; k++) {
+        for (uint64_t k = 0; k < img->l2n && r == 0; k++) {
+            uint64_t w1 = t[2 * k] ? t[2 * k + 1] : 0;
+            if (img->ext && w1) {
+                /* shadow paging covers records too: the old state's record stays untouched */
+                struct bmrec *rec = (struct bmrec *)(uintptr_t)w1;
+                pcow_bitmap bm;
+                memcpy(bm.w, rec->w, sizeof bm.w);
+                r = pcow__bm_write_rec(img, &bm, &rec->addr);
+                w1 = rec->addr;
+            }
             p64(b + k * 16, t[2 * k]);
-            p64(b + k * 16 + 8, t[2 * k] ? t[2 * k + 1] : 0);
+            p64(b + k * 16 + 8, w1);
             if (t[2 * k]) {
                 any = true;
                 L->owned++;
             }
         }
+        if (r < 0)
+            break;
         if (!any) {
             free(t);
             L->l2[i] = NULL;
@@ -789,7 +1000,8 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Every cluster the current state references (directory, L1, L2, data), sorted. */
+/* Every cluster the current state references (directory, L1, L2, data, bitmap clusters) and,
+ * tagged with bit 0, every bitmap record; sorted. */
 int pcow__collect_refs(pcow_image *img, uint64_t **out, size_t *n)
 {
     size_t cap = 64, cnt = 0;
@@ -821,9 +1033,17 @@ int pcow__collect_refs(pcow_image *img, uint64_t **out, size_t *n)
                 continue;
             if (L->l1[j])
                 PUSH(L->l1[j]);
-            for (uint64_t k = 0; k < img->l2n; k++)
-                if (L->l2[j][2 * k])
-                    PUSH(L->l2[j][2 * k] & ~(img->csize - 1));
+            for (uint64_t k = 0; k < img->l2n; k++) {
+                uint64_t w0 = L->l2[j][2 * k];
+                if (!w0)
+                    continue;
+                PUSH(w0 & ~(img->csize - 1));
+                const struct bmrec *rec = (const struct bmrec *)(uintptr_t)L->l2[j][2 * k + 1];
+                if (img->ext && (w0 & ENTRY_PARTIAL) && rec) {
+                    PUSH(rec->addr & ~(img->csize - 1)); /* its bitmap cluster */
+                    PUSH(rec->addr | 1);                 /* the record itself (tagged) */
+                }
+            }
         }
     }
 #undef PUSH
@@ -848,6 +1068,13 @@ void pcow__free_unreferenced(pcow_image *img, uint64_t *old, size_t nold)
             continue;
         if (i > 0 && old[i] == old[i - 1])
             continue;
+        if (old[i] & 1) {
+            /* a record the new state does not use: zero it (best effort; its cluster may be
+             * punched next, or stay in use for other records) */
+            static const uint8_t z[BM_REC_SIZE];
+            (void)pcow__pwrite(img, z, BM_REC_SIZE, old[i] & ~1ull);
+            continue;
+        }
         pcow__free_clusters(img, old[i], 1);
     }
     free(nw);
@@ -898,7 +1125,7 @@ int pcow_create(const char *path, const struct pcow_create_opts *o, char *err, s
     if (cs & (cs - 1) || cs < (1u << PCOW_MIN_CLUSTER_BITS) || cs > (1u << PCOW_MAX_CLUSTER_BITS))
         return create_fail(img, err, errlen, pcow__err(img, EINVAL, "cluster size %u is not a power of two between 4 KiB and 2 MiB", cs));
     uint32_t cbits = (uint32_t)__builtin_ctz(cs);
-    uint32_t smin = cbits > 18 ? cbits - 6 : 12;
+    uint32_t smin = 12; /* 4 KiB at every cluster size: up to 512 sub-units (BITMAP_RECORDS) */
     uint32_t ss = o->subunit_size ? o->subunit_size : (1u << smin);
     if (ss & (ss - 1) || ss < (1u << smin) || ss > cs)
         return create_fail(img, err, errlen, pcow__err(img, EINVAL, "sub-unit size %u must be a power of two between %u and the cluster size %u", ss, 1u << smin, cs));
@@ -917,7 +1144,7 @@ int pcow_create(const char *path, const struct pcow_create_opts *o, char *err, s
     h->sbits = (uint32_t)__builtin_ctz(ss);
     h->nstripes = ns;
     h->ubits = (uint32_t)__builtin_ctzll(su);
-    h->incompat = ns > 1 ? INCOMPAT_STRIPES : 0;
+    h->incompat = (ns > 1 ? INCOMPAT_STRIPES : 0) | (cs / ss > 64 || o->bitmap_records ? INCOMPAT_BITMAP_RECORDS : 0);
     h->active_id = 1;
     h->next_id = 2;
     h->dir_count = 1;

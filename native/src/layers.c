@@ -161,10 +161,10 @@ int pcow_snapshot_apply(pcow_image *img, const char *key)
 }
 
 /* Copy the sub-units `units` of S's cluster src into cluster dst. */
-static int copy_units(pcow_image *img, uint64_t src, uint64_t dst, uint64_t units, uint8_t *tmp)
+static int copy_units(pcow_image *img, uint64_t src, uint64_t dst, const pcow_bitmap *units, uint8_t *tmp)
 {
     for (uint32_t u = 0; u < img->nsub; u++) {
-        if (!((units >> u) & 1))
+        if (!bm_test(units, u))
             continue;
         int r = pcow__pread(img, tmp, img->ssize, src + u * img->ssize);
         if (r == 0)
@@ -189,7 +189,7 @@ static int ensure_l2(pcow_image *img, struct layer *L, uint64_t t)
  * sub-units the old state does not read, so the old state stays intact until the switch. */
 static int merge_into(pcow_image *img, struct layer *S, struct layer *C, bool move, uint8_t *tmp)
 {
-    uint64_t full = pcow__full_bitmap(img), cm = ~(img->csize - 1);
+    uint64_t cm = ~(img->csize - 1);
     for (uint64_t t = 0; t < img->l1n; t++) {
         if (!S->l2[t])
             continue;
@@ -197,7 +197,8 @@ static int merge_into(pcow_image *img, struct layer *S, struct layer *C, bool mo
             uint64_t sw0 = S->l2[t][2 * k];
             if (!sw0)
                 continue;
-            uint64_t sbm = (sw0 & ENTRY_PARTIAL) ? S->l2[t][2 * k + 1] : full;
+            pcow_bitmap sbm;
+            ent_owned(img, S, t * img->l2n + k, sw0, &sbm);
             uint64_t cw0 = C->l2[t] ? C->l2[t][2 * k] : 0;
             int r;
             if (!cw0) {
@@ -206,28 +207,44 @@ static int merge_into(pcow_image *img, struct layer *S, struct layer *C, bool mo
                 if (move) {
                     C->l2[t][2 * k] = sw0;
                     C->l2[t][2 * k + 1] = S->l2[t][2 * k + 1];
-                    S->l2[t][2 * k] = 0; /* now owned by C */
+                    S->l2[t][2 * k] = 0; /* now owned by C (with its record, if any) */
+                    S->l2[t][2 * k + 1] = 0;
                 } else {
-                    uint64_t a;
+                    uint64_t a, w1 = S->l2[t][2 * k + 1];
                     r = pcow__reserve(img, 1, &a);
                     if (r == 0)
-                        r = copy_units(img, sw0 & cm, a, sbm, tmp);
+                        r = copy_units(img, sw0 & cm, a, &sbm, tmp);
+                    if (r == 0 && pcow__bm_clone(img, sw0, &w1) < 0)
+                        r = pcow__err(img, ENOMEM, "out of memory");
                     if (r < 0)
                         return r;
                     C->l2[t][2 * k] = a | (sw0 & ENTRY_PARTIAL);
-                    C->l2[t][2 * k + 1] = (sw0 & ENTRY_PARTIAL) ? sbm : 0;
+                    C->l2[t][2 * k + 1] = (sw0 & ENTRY_PARTIAL) ? w1 : 0;
                 }
                 continue;
             }
             if (!(cw0 & ENTRY_PARTIAL))
                 continue;
-            uint64_t cbm = C->l2[t][2 * k + 1], need = sbm & ~cbm;
-            if (!need)
+            pcow_bitmap cbm, need = sbm;
+            w1_bm(img, cw0, C->l2[t][2 * k + 1], &cbm);
+            bm_andnot(&need, &cbm);
+            if (pcow_bitmap_empty(&need))
                 continue;
-            r = copy_units(img, sw0 & cm, cw0 & cm, need, tmp);
+            r = copy_units(img, sw0 & cm, cw0 & cm, &need, tmp);
             if (r < 0)
                 return r;
-            C->l2[t][2 * k + 1] = cbm | need;
+            bm_or(&cbm, &need);
+            if (!img->ext) {
+                C->l2[t][2 * k + 1] = cbm.w[0];
+            } else if (C->l2[t][2 * k + 1]) {
+                memcpy(((struct bmrec *)(uintptr_t)C->l2[t][2 * k + 1])->w, cbm.w, sizeof cbm.w);
+            } else {
+                struct bmrec *rec = calloc(1, sizeof *rec); /* its record is written by write_tables */
+                if (!rec)
+                    return pcow__err(img, ENOMEM, "out of memory");
+                memcpy(rec->w, cbm.w, sizeof cbm.w);
+                C->l2[t][2 * k + 1] = (uint64_t)(uintptr_t)rec;
+            }
         }
     }
     return 0;
@@ -249,6 +266,14 @@ static int clone_tables(pcow_image *img, const struct layer *src, struct layer *
         if (!dst->l2[t])
             goto fail;
         memcpy(dst->l2[t], src->l2[t], img->csize);
+        for (uint64_t k = 0; k < img->l2n; k++) {
+            if (pcow__bm_clone(img, dst->l2[t][2 * k], &dst->l2[t][2 * k + 1]) < 0) {
+                /* entries from k on still share src's records: do not free those */
+                for (uint64_t z = k; z < img->l2n; z++)
+                    dst->l2[t][2 * z] = dst->l2[t][2 * z + 1] = 0;
+                goto fail;
+            }
+        }
     }
     return 0;
 fail:
@@ -396,14 +421,18 @@ int pcow_rebase(pcow_image *img, const char *nb, int fmt, bool unsafe)
         goto fail;
     }
     if (!unsafe) {
-        uint64_t full = pcow__full_bitmap(img), cm = ~(img->csize - 1);
+        uint64_t cm = ~(img->csize - 1);
+        pcow_bitmap full;
+        pcow__full_bm(img, &full);
         for (uint64_t vc = 0; vc < img->nclusters && r == 0; vc++) {
             /* bottom layers that do not own all of this cluster read the base */
             bool any = false;
             for (uint32_t i = 0; i < img->nlayers; i++) {
                 struct layer *L = &img->layers[i];
                 uint64_t w0 = ent_w0(img, L, vc);
-                if (L->parent < 0 && (!w0 || ((w0 & ENTRY_PARTIAL) && (ent_w1(img, L, vc) & full) != full)))
+                pcow_bitmap have;
+                ent_owned(img, L, vc, w0, &have);
+                if (L->parent < 0 && !bm_eq(&have, &full))
                     any = true;
             }
             if (!any)
@@ -422,19 +451,21 @@ int pcow_rebase(pcow_image *img, const char *nb, int fmt, bool unsafe)
                 struct layer *L = &img->layers[i];
                 if (L->parent >= 0)
                     continue;
-                uint64_t w0 = ent_w0(img, L, vc), bm = ent_w1(img, L, vc);
+                uint64_t w0 = ent_w0(img, L, vc);
                 if (w0 && !(w0 & ENTRY_PARTIAL))
                     continue;
-                uint64_t addr = w0 & cm, have = w0 ? bm : 0;
+                pcow_bitmap have;
+                ent_owned(img, L, vc, w0, &have);
+                uint64_t addr = w0 & cm;
                 if (!w0)
                     r = pcow__reserve(img, 1, &addr);
                 for (uint32_t u = 0; u < img->nsub && r == 0; u++)
-                    if (!((have >> u) & 1))
+                    if (!bm_test(&have, u))
                         r = pcow__pwrite(img, o + u * img->ssize, img->ssize, addr + u * img->ssize);
                 if (r == 0)
                     r = pcow__persist_all(img);
                 if (r == 0)
-                    r = pcow__set_entry(img, i, vc, w0 ? w0 : addr, w0 ? full : 0);
+                    r = pcow__set_entry(img, i, vc, w0 ? w0 : addr, w0 ? &full : NULL);
             }
         }
         if (r < 0)
@@ -547,9 +578,10 @@ int pcow_commit(pcow_image *img)
         uint64_t w0 = ent_w0(img, A, vc);
         if (!w0)
             continue;
-        uint64_t bm = (w0 & ENTRY_PARTIAL) ? ent_w1(img, A, vc) : pcow__full_bitmap(img);
+        pcow_bitmap bm;
+        ent_owned(img, A, vc, w0, &bm);
         for (uint32_t u = 0; u < img->nsub && r == 0; u++) {
-            if (!((bm >> u) & 1))
+            if (!bm_test(&bm, u))
                 continue;
             uint64_t off = vc * img->csize + u * img->ssize, len = img->ssize;
             if (off >= img->h.vsize)

@@ -4,6 +4,7 @@
 
 #include "pcow.h"
 #include <stdarg.h>
+#include <string.h>
 #include <sys/types.h>
 
 #define HDR_SLOT_SIZE 2048u
@@ -13,7 +14,10 @@
 #define ENTRY_PARTIAL 0x1ull
 #define HDR_FLAG_DIRTY 0x1ull
 #define INCOMPAT_STRIPES 0x1ull
-#define INCOMPAT_KNOWN INCOMPAT_STRIPES
+#define INCOMPAT_BITMAP_RECORDS 0x2ull /* > 64 sub-units: word 1 of a partial entry addresses a record */
+#define INCOMPAT_KNOWN (INCOMPAT_STRIPES | INCOMPAT_BITMAP_RECORDS)
+#define BM_REC_SIZE 64u   /* one cache line: 512 bits */
+#define BM_WORDS (PCOW_MAX_SUBUNITS / 64)
 #define MAX_VIRTUAL_SIZE (1ull << 52) /* 4 PiB */
 #define MAX_STRIPE_UNIT_BITS 30
 #define MAX_L1_BYTES (64ull << 20) /* per layer */
@@ -42,6 +46,20 @@ struct layer {
     uint64_t owned; /* data clusters referenced */
 };
 
+/* In-memory bitmap of a partial entry of a BITMAP_RECORDS image: word 1 of the in-memory L2
+ * entry holds a pointer to one of these (0 = empty bitmap, no record on disk). Words are only
+ * ever OR-ed in place (atomic stores) while lock-free lookups read them. */
+struct bmrec {
+    uint64_t addr;          /* logical address of the 64-byte record */
+    uint64_t w[BM_WORDS];
+};
+
+/* A bitmap record reference seen while loading (validation, check, free slots). */
+struct recref {
+    uint64_t addr, vc;
+    uint32_t layer_id;
+};
+
 struct ckctx {
     pcow_check_msg_fn msg;
     void *ctx;
@@ -67,6 +85,12 @@ struct pcow_image {
     bool slot_valid[2];
     uint64_t csize, ssize, unit;
     uint32_t nsub;
+    bool ext;               /* BITMAP_RECORDS: bitmaps live in 64-byte records */
+    uint64_t *bm_free;      /* free record slots in referenced bitmap clusters (found at open) */
+    size_t bm_nfree, bm_capfree;
+    uint64_t bm_next, bm_lim; /* unused records of the bitmap cluster appended last */
+    struct recref *recs;    /* while loading (kept for check) */
+    size_t nrecs, caprecs;
     uint64_t nclusters, l2n, l1n, l1_span, l2_mask;
     uint64_t end;           /* logical end, cluster aligned */
     struct layer *layers;
@@ -114,8 +138,56 @@ static inline uint64_t ent_w1(const pcow_image *img, const struct layer *L, uint
     uint64_t *t = __atomic_load_n(&L->l2[vc / img->l2n], __ATOMIC_ACQUIRE);
     return t ? __atomic_load_n(&t[2 * (vc % img->l2n) + 1], __ATOMIC_ACQUIRE) : 0;
 }
-int pcow__set_entry(pcow_image *img, uint32_t li, uint64_t vc, uint64_t w0, uint64_t w1);
-uint64_t pcow__full_bitmap(const pcow_image *img);
+int pcow__set_entry(pcow_image *img, uint32_t li, uint64_t vc, uint64_t w0, const pcow_bitmap *bm);
+void pcow__full_bm(const pcow_image *img, pcow_bitmap *out);
+/* The bitmap of a partial entry whose in-memory word 1 is w1 (any entry: zeros if not partial). */
+static inline void w1_bm(const pcow_image *img, uint64_t w0, uint64_t w1, pcow_bitmap *o)
+{
+    memset(o, 0, sizeof *o);
+    if (!(w0 & ENTRY_PARTIAL))
+        return;
+    if (!img->ext) {
+        o->w[0] = w1;
+        return;
+    }
+    const struct bmrec *p = (const struct bmrec *)(uintptr_t)w1;
+    if (p)
+        for (int i = 0; i < BM_WORDS; i++)
+            o->w[i] = __atomic_load_n(&p->w[i], __ATOMIC_ACQUIRE);
+}
+/* Sub-units layer L owns for vc: none (no entry), all (full entry) or the partial bitmap. */
+static inline void ent_owned(const pcow_image *img, const struct layer *L, uint64_t vc, uint64_t w0, pcow_bitmap *o)
+{
+    if (!w0)
+        memset(o, 0, sizeof *o);
+    else if (!(w0 & ENTRY_PARTIAL))
+        pcow__full_bm(img, o);
+    else
+        w1_bm(img, w0, ent_w1(img, L, vc), o);
+}
+static inline bool bm_test(const pcow_bitmap *b, uint32_t k) { return (b->w[k / 64] >> (k % 64)) & 1; }
+static inline bool bm_eq(const pcow_bitmap *a, const pcow_bitmap *b) { return !memcmp(a, b, sizeof *a); }
+static inline void bm_or(pcow_bitmap *a, const pcow_bitmap *b)
+{
+    for (int i = 0; i < BM_WORDS; i++)
+        a->w[i] |= b->w[i];
+}
+static inline void bm_andnot(pcow_bitmap *a, const pcow_bitmap *b)
+{
+    for (int i = 0; i < BM_WORDS; i++)
+        a->w[i] &= ~b->w[i];
+}
+/* Does b have bits at or beyond the image's sub-unit count? */
+static inline bool bm_beyond(const pcow_image *img, const pcow_bitmap *b)
+{
+    pcow_bitmap f = *b, full;
+    pcow__full_bm(img, &full);
+    bm_andnot(&f, &full);
+    return !pcow_bitmap_empty(&f);
+}
+void pcow__bm_free_rec(pcow_image *img, uint64_t w0, uint64_t w1);
+int pcow__bm_clone(const pcow_image *img, uint64_t w0, uint64_t *w1);
+int pcow__bm_write_rec(pcow_image *img, const pcow_bitmap *bm, uint64_t *addr);
 int pcow__read_layer(pcow_image *img, int li, uint64_t vc, uint64_t o, uint64_t len, uint8_t *buf);
 int pcow__read_base(pcow_image *img, uint64_t off, uint64_t len, uint8_t *buf);
 int pcow__open_chain(const char *path, unsigned flags, int depth, dev_t *devs, ino_t *inos,

@@ -58,6 +58,21 @@ expect_json "info one active layer" "j.layers.length + ':' + j.snapshots.length"
 run "$IMG" info x.img; expect_rc "info human" 0; expect_in "info human virtual size" "$out" "virtual size: 128 GiB (137438953472 bytes)"
 run "$IMG" create -c 4K small.img 8M; expect_rc "create -c 4K FILE 8M" 0
 run "$IMG" create -c 3000 bad.img 8M; expect_rc "create with bad cluster size" 1; expect_in "bad cluster named" "$err" "cluster size 3000"
+# 2 MiB clusters: 4 KiB sub-units by default (512 per cluster: bitmap records), fine COW by write --fine
+run "$IMG" create -c 2M big.img 8M; expect_rc "create -c 2M" 0
+run "$IMG" info --output=json big.img
+expect_json "2 MiB clusters have 4 KiB sub-units" "j.subunit_size" 4096
+expect_json "512 sub-units need bitmap records" "j.features.incompatible.join()" bitmap_records
+head -c 3000000 /dev/urandom > big.src; head -c 5000 /dev/urandom > big.small
+run "$IMG" write big.img 0 big.src; expect_rc "write 3 MB" 0
+run "$IMG" snapshot -c s big.img; expect_rc "snapshot of big.img" 0
+run "$IMG" write --fine big.img 1000000 big.small; expect_rc "write --fine" 0
+cp big.src big.want; dd if=big.small of=big.want bs=1 seek=1000000 conv=notrunc status=none
+run "$IMG" read big.img 0 3000000
+if printf '%s' "$out" | cmp -s - big.want 2>/dev/null || "$IMG" read big.img 0 3000000 | cmp -s - big.want; then ok "fine write reads back"; else bad "fine write reads back"; fi
+run "$IMG" check big.img; expect_rc "check after a fine write at 2 MiB clusters" 0
+run "$IMG" create -c 8K --bitmap-records rec.img 1M; expect_rc "create --bitmap-records" 0
+run "$IMG" info --output=json rec.img; expect_json "--bitmap-records sets the feature" "j.features.incompatible_bits" 2
 
 # ---- convert raw -> pcow -> raw, bit-identical, sparse
 head -c 3000000 /dev/urandom > data.bin

@@ -8,6 +8,8 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -31,6 +33,13 @@ static void pattern(uint8_t *b, size_t n, uint32_t seed)
         x ^= x << 5;
         b[i] = (uint8_t)x;
     }
+}
+
+/* A bitmap whose first 64 sub-units are w0. */
+static pcow_bitmap bm64(uint64_t w0)
+{
+    pcow_bitmap b = {{w0}};
+    return b;
 }
 
 static int mk(const char *name, uint64_t vsize, uint32_t cs, const char *base)
@@ -202,10 +211,10 @@ static void test_lock(void)
 
 static int read_eq(pcow_image *img, uint64_t off, const uint8_t *want, size_t n)
 {
-    static uint8_t b[1 << 20];
-    if (pcow_read(img, b, n, off) < 0)
-        return 0;
-    return !memcmp(b, want, n);
+    uint8_t *b = malloc(n ? n : 1);
+    int ok = b && pcow_read(img, b, n, off) == 0 && !memcmp(b, want, n);
+    free(b);
+    return ok;
 }
 
 static void snapshots(bool fine)
@@ -228,7 +237,7 @@ static void snapshots(bool fine)
     CHECK(m.depth == 0);
     CHECK(m.partial == fine);
     if (fine)
-        CHECK(m.bitmap == 0x6); /* 70000..75000 is 4464..9464 in cluster 1: sub-units 1 and 2 */
+        CHECK(m.bitmap.w[0] == 0x6); /* 70000..75000 is 4464..9464 in cluster 1: sub-units 1 and 2 */
     CHECKR(pcow_lookup(img, 0, &m), img);
     CHECK(m.depth == 1);
     uint8_t AC[200000];
@@ -329,30 +338,31 @@ static void test_fine_cow_api(void)
     CHECK(f == 0 && off % 65536 == 0);
     CHECK(pwrite(s.fd, X, sizeof X, (off_t)(off + 3 * 4096)) == 4096);
     CHECK(fdatasync(s.fd) == 0);
-    CHECKR(pcow_map_cluster(img, 1, addr, true, 1u << 3), img);
-    CHECK(pcow_map_cluster(img, 1, addr, true, 1u << 3) == -EEXIST);
+    pcow_bitmap b3 = bm64(1u << 3), b5 = bm64(1u << 5), b16 = bm64(1ull << 16), b1 = bm64(1);
+    CHECKR(pcow_map_cluster(img, 1, addr, true, &b3), img);
+    CHECK(pcow_map_cluster(img, 1, addr, true, &b3) == -EEXIST);
     uint8_t want[65536];
     memcpy(want, A, sizeof A);
     memcpy(want + 3 * 4096, X, sizeof X);
     CHECK(read_eq(img, 65536, want, sizeof want));
     CHECK(pwrite(s.fd, X, sizeof X, (off_t)(off + 5 * 4096)) == 4096);
-    CHECKR(pcow_set_subunits(img, 1, 1u << 5), img);
+    CHECKR(pcow_set_subunits(img, 1, &b5), img);
     memcpy(want + 5 * 4096, X, sizeof X);
-    CHECK(pcow_set_subunits(img, 1, 1ull << 16) == -EINVAL);
+    CHECK(pcow_set_subunits(img, 1, &b16) == -EINVAL);
     pcow_close(img, NULL, 0);
     img = op("fine.img", PCOW_OPEN_RDWR);
     CHECK(img);
     struct pcow_entry e;
     CHECK(pcow_entry_get(img, 1, 1, &e) == 0);
-    CHECK(e.partial && e.bitmap == ((1u << 3) | (1u << 5)) && e.addr == addr);
+    CHECK(e.partial && e.bitmap.w[0] == ((1u << 3) | (1u << 5)) && e.addr == addr);
     CHECK(read_eq(img, 65536, want, sizeof want));
-    CHECKR(pcow_alloc_cluster(img, 1, false, 0), img); /* fill the rest from below */
+    CHECKR(pcow_alloc_cluster(img, 1, false, NULL), img); /* fill the rest from below */
     CHECK(pcow_entry_get(img, 1, 1, &e) == 0);
-    CHECK(e.bitmap == 0xffff);
+    CHECK(e.bitmap.w[0] == 0xffff);
     CHECK(read_eq(img, 65536, want, sizeof want));
-    CHECKR(pcow_alloc_cluster(img, 5, true, 0x1), img);
+    CHECKR(pcow_alloc_cluster(img, 5, true, &b1), img);
     CHECK(pcow_entry_get(img, 1, 5, &e) == 0);
-    CHECK(e.partial && e.bitmap == 1);
+    CHECK(e.partial && e.bitmap.w[0] == 1);
     pcow_close(img, NULL, 0);
     struct pcow_check_result res;
     CHECK(check_img("fine.img", 0, 0, &res) == 0);
@@ -718,6 +728,218 @@ static void test_corrupt_tables(void)
     CHECK_CONTAINS(msgs, "not repairing leaks");
 }
 
+/* 4 KiB sub-units at 2 MiB clusters: 512 per cluster, bitmaps in 64-byte records */
+static void test_fine_2m(void)
+{
+    const uint64_t C = 2 << 20;
+    CHECK(mk("f2m.img", 8 * C, (uint32_t)C, NULL) == 0);
+    pcow_image *img = op("f2m.img", PCOW_OPEN_RDWR);
+    CHECK(img);
+    struct pcow_info in;
+    pcow_get_info(img, &in);
+    CHECK(in.subunit_size == 4096 && in.subunits_per_cluster == 512 && in.incompat_features == 2);
+    static uint8_t A[4 << 20], X[4096 * 3], got[2 << 20];
+    pattern(A, sizeof A, 81);
+    pattern(X, sizeof X, 82);
+    CHECKR(pcow_write(img, A, sizeof A, 0), img);
+    CHECKR(pcow_snapshot_create(img, "s"), img);
+    pcow_close(img, NULL, 0);
+    img = op("f2m.img", PCOW_OPEN_RDWR | PCOW_OPEN_FINE_COW);
+    CHECK(img);
+    /* sub-units 63..66 of cluster 0 (across a bitmap word) and the last one of cluster 1 */
+    CHECKR(pcow_write(img, X, sizeof X, 63 * 4096 + 100), img);
+    CHECKR(pcow_write(img, X, 4096, 2 * C - 4096), img);
+    static uint8_t want[4 << 20];
+    memcpy(want, A, sizeof A);
+    memcpy(want + 63 * 4096 + 100, X, sizeof X);
+    memcpy(want + 2 * C - 4096, X, 4096);
+    struct pcow_mapping m;
+    CHECKR(pcow_lookup(img, 0, &m), img);
+    CHECK(m.depth == 0 && m.partial && m.bitmap.w[0] == 1ull << 63 && m.bitmap.w[1] == 0x7 && !m.bitmap.w[7]);
+    CHECKR(pcow_lookup(img, 1, &m), img);
+    CHECK(m.partial && m.bitmap.w[7] == 1ull << 63 && !m.bitmap.w[0]);
+    CHECK(read_eq(img, 0, want, sizeof want));
+    /* the runtime's calls: map a partial cluster, then add sub-units in another word */
+    uint64_t addr;
+    CHECKR(pcow_reserve(img, 1, &addr), img);
+    struct pcow_stripe st;
+    CHECK(pcow_stripe_get(img, 0, &st) == 0);
+    CHECK(pwrite(st.fd, X, 4096, (off_t)(addr + 200 * 4096)) == 4096);
+    CHECK(fdatasync(st.fd) == 0);
+    pcow_bitmap b = {{0}};
+    pcow_bitmap_set(&b, 200);
+    CHECKR(pcow_map_cluster(img, 5, addr, true, &b), img);
+    CHECK(pwrite(st.fd, X + 4096, 4096, (off_t)(addr + 511 * 4096)) == 4096);
+    CHECK(fdatasync(st.fd) == 0);
+    pcow_bitmap b2 = {{0}};
+    pcow_bitmap_set(&b2, 511);
+    CHECKR(pcow_set_subunits(img, 5, &b2), img);
+    pcow_bitmap bad = {{0}};
+    bad.w[7] = 1; /* fine: bit 448 */
+    CHECKR(pcow_set_subunits(img, 5, &bad), img);
+    pcow_close(img, NULL, 0);
+    struct pcow_check_result res;
+    CHECK(check_img("f2m.img", 0, 0, &res) == 0);
+    CHECK(res.corruptions == 0 && res.leaks == 0);
+    img = op("f2m.img", PCOW_OPEN_RDWR | PCOW_OPEN_FINE_COW);
+    CHECK(img);
+    CHECK(read_eq(img, 0, want, sizeof want));
+    struct pcow_entry e;
+    CHECK(pcow_entry_get(img, 1, 5, &e) == 0);
+    CHECK(e.partial && e.addr == addr && e.bitmap.w[3] == 1ull << 8 && e.bitmap.w[7] == (1ull << 63 | 1));
+    CHECKR(pcow_read(img, got, 4096, 5 * C + 200 * 4096), img);
+    CHECK(!memcmp(got, X, 4096));
+    CHECKR(pcow_read(img, got, 4096, 5 * C + 511 * 4096), img);
+    CHECK(!memcmp(got, X + 4096, 4096));
+    /* more sub-units after reopen: the record is updated in place */
+    CHECKR(pcow_write(img, X, 4096, 300 * 4096), img);
+    memcpy(want + 300 * 4096, X, 4096);
+    CHECKR(pcow_alloc_cluster(img, 1, false, NULL), img); /* fill cluster 1 from below */
+    CHECKR(pcow_lookup(img, 1, &m), img);
+    CHECK(m.partial && m.bitmap.w[0] == ~0ull && m.bitmap.w[7] == ~0ull);
+    CHECK(read_eq(img, 0, want, sizeof want));
+    /* snapshot delete merges the snapshot into the active layer (records shadow-written) */
+    CHECKR(pcow_snapshot_delete(img, "s"), img);
+    CHECK(read_eq(img, 0, want, sizeof want));
+    pcow_close(img, NULL, 0);
+    CHECK(check_img("f2m.img", 0, 0, &res) == 0);
+    CHECK(res.corruptions == 0 && res.leaks == 0);
+    img = op("f2m.img", PCOW_OPEN_RDWR | PCOW_OPEN_FINE_COW);
+    CHECK(img);
+    CHECK(read_eq(img, 0, want, sizeof want));
+    /* a snapshot, a partial write, a rollback: the dropped record is freed and zeroed */
+    CHECKR(pcow_snapshot_create(img, "t"), img);
+    CHECKR(pcow_write(img, X, 4096, 3 * C + 70 * 4096), img);
+    CHECKR(pcow_snapshot_apply(img, "t"), img);
+    CHECK(read_eq(img, 0, want, sizeof want));
+    pcow_close(img, NULL, 0);
+    CHECK(check_img("f2m.img", 0, 0, &res) == 0);
+    CHECK(res.corruptions == 0 && res.leaks == 0);
+}
+
+/* Damaged bitmap records: each gets an error naming the record and what is wrong. */
+static void test_corrupt_bitmap_records(void)
+{
+    char err[512];
+    static uint8_t X[8192];
+    pattern(X, sizeof X, 91);
+    const char *names[] = {"br-align.img", "br-out.img", "br-bits.img", "br-twice.img", "br-data.img", "br-leak.img", "br-feat.img"};
+    for (int i = 0; i < 7; i++) {
+        /* 1 MiB clusters, 4 KiB sub-units: 256 per cluster (bits 256..511 must be 0) */
+        CHECK(mk(names[i], 8 << 20, 1 << 20, NULL) == 0);
+        pcow_image *img = op(names[i], PCOW_OPEN_RDWR);
+        CHECK(img);
+        CHECKR(pcow_write(img, X, sizeof X, 0), img);
+        CHECKR(pcow_write(img, X, sizeof X, 1 << 20), img);
+        CHECKR(pcow_snapshot_create(img, "s"), img);
+        pcow_close(img, NULL, 0);
+        img = op(names[i], PCOW_OPEN_RDWR | PCOW_OPEN_FINE_COW);
+        CHECK(img);
+        CHECKR(pcow_write(img, X, 100, 4096), img);
+        CHECKR(pcow_write(img, X, 100, (1 << 20) + 4096), img);
+        pcow_close(img, NULL, 0);
+    }
+    uint64_t l2 = l2_addr("br-align.img", 0), w1;
+    CHECK(l2);
+    CHECK(rawio(P("br-align.img"), false, &w1, 8, (off_t)(l2 + 8)) == 0);
+    CHECK(w1 % 64 == 0 && w1 >= (1 << 20));
+    uint64_t v = w1 + 8;
+    CHECK(rawio(P("br-align.img"), true, &v, 8, (off_t)(l2 + 8)) == 0);
+    CHECK(open_err("br-align.img", 0, err, sizeof err) == -EUCLEAN);
+    CHECK_CONTAINS(err, "bitmap record of cluster 0");
+    CHECK_CONTAINS(err, "64-byte aligned");
+    l2 = l2_addr("br-out.img", 0);
+    v = 1ull << 40;
+    CHECK(rawio(P("br-out.img"), true, &v, 8, (off_t)(l2 + 8)) == 0);
+    CHECK(open_err("br-out.img", 0, err, sizeof err) == -EUCLEAN);
+    CHECK_CONTAINS(err, "inside the file");
+    l2 = l2_addr("br-bits.img", 0);
+    CHECK(rawio(P("br-bits.img"), false, &w1, 8, (off_t)(l2 + 8)) == 0);
+    v = 1; /* bit 320 */
+    CHECK(rawio(P("br-bits.img"), true, &v, 8, (off_t)(w1 + 40)) == 0);
+    CHECK(open_err("br-bits.img", 0, err, sizeof err) == -EUCLEAN);
+    CHECK_CONTAINS(err, "bits beyond 256 sub-units");
+    l2 = l2_addr("br-twice.img", 0);
+    CHECK(rawio(P("br-twice.img"), false, &w1, 8, (off_t)(l2 + 8)) == 0);
+    CHECK(rawio(P("br-twice.img"), true, &w1, 8, (off_t)(l2 + 16 + 8)) == 0); /* cluster 1 uses cluster 0's record */
+    CHECK(open_err("br-twice.img", 0, err, sizeof err) == -EUCLEAN);
+    CHECK_CONTAINS(err, "referenced twice");
+    l2 = l2_addr("br-data.img", 0);
+    uint64_t w0;
+    CHECK(rawio(P("br-data.img"), false, &w0, 8, (off_t)l2) == 0);
+    v = w0 & ~1ull; /* the record inside the entry's own data cluster */
+    CHECK(rawio(P("br-data.img"), true, &v, 8, (off_t)(l2 + 8)) == 0);
+    CHECK(open_err("br-data.img", 0, err, sizeof err) == -EUCLEAN);
+    CHECK_CONTAINS(err, "bitmap cluster");
+    CHECK_CONTAINS(err, "already in use");
+    /* a leaked record: bits in a slot nothing references; check finds it, repair zeroes it */
+    l2 = l2_addr("br-leak.img", 0);
+    CHECK(rawio(P("br-leak.img"), false, &w1, 8, (off_t)(l2 + 8)) == 0);
+    v = 0xff;
+    CHECK(rawio(P("br-leak.img"), true, &v, 8, (off_t)(w1 + 64 * 10)) == 0);
+    struct pcow_check_result res;
+    char msgs[4096] = "";
+    CHECK(pcow_check(P("br-leak.img"), 0, 0, &res, msgcat, msgs, err, sizeof err) == 0);
+    CHECK(res.corruptions == 0 && res.leaks == 1);
+    CHECK_CONTAINS(msgs, "leaked bitmap record");
+    CHECK(pcow_check(P("br-leak.img"), 0, PCOW_REPAIR_LEAKS, &res, NULL, NULL, err, sizeof err) == 0);
+    CHECK(res.leaks_fixed == 1 && res.leaks == 0);
+    CHECK(check_img("br-leak.img", 0, 0, &res) == 0);
+    CHECK(res.corruptions == 0 && res.leaks == 0);
+    /* 256 sub-units without the BITMAP_RECORDS feature bit: refused (both header slots) */
+    pcow_image *img = op("br-feat.img", 0);
+    CHECK(img);
+    pcow_close(img, NULL, 0);
+    for (int slot = 0; slot < 2; slot++) {
+        uint8_t h[2048];
+        CHECK(rawio(P("br-feat.img"), false, h, sizeof h, slot * 2048) == 0);
+        h[32] &= (uint8_t)~2;
+        memset(h + 16, 0, 4);
+        uint32_t crc = pcow_crc32c(0, h, sizeof h);
+        memcpy(h + 16, &crc, 4);
+        CHECK(rawio(P("br-feat.img"), true, h, sizeof h, slot * 2048) == 0);
+    }
+    CHECK(open_err("br-feat.img", 0, err, sizeof err) < 0);
+    CHECK_CONTAINS(err, "BITMAP_RECORDS");
+}
+
+/* A failed L2-table reservation writes nothing: the image stays usable (not "broken"). */
+static void test_enospc_l2(void)
+{
+    CHECK(mk("l2f.img", 512 << 20, 65536, NULL) == 0); /* one L2 table spans 256 MiB */
+    pcow_image *img = op("l2f.img", PCOW_OPEN_RDWR);
+    CHECK(img);
+    static uint8_t X[4096];
+    pattern(X, sizeof X, 95);
+    CHECKR(pcow_write(img, X, sizeof X, 0), img);
+    uint64_t addr;
+    CHECKR(pcow_reserve(img, 1, &addr), img);
+    struct pcow_stripe st;
+    CHECK(pcow_stripe_get(img, 0, &st) == 0);
+    CHECK(pwrite(st.fd, X, sizeof X, (off_t)addr) == (ssize_t)sizeof X);
+    CHECK(fdatasync(st.fd) == 0);
+    struct stat sb;
+    CHECK(fstat(st.fd, &sb) == 0);
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit old, rl;
+    CHECK(getrlimit(RLIMIT_FSIZE, &old) == 0);
+    rl = old;
+    rl.rlim_cur = (rlim_t)sb.st_size;
+    CHECK(setrlimit(RLIMIT_FSIZE, &rl) == 0);
+    uint64_t vc = 300 * 16; /* 300 MiB: in the second L2 table */
+    int r = pcow_map_cluster(img, vc, addr, false, NULL);
+    CHECK(setrlimit(RLIMIT_FSIZE, &old) == 0);
+    CHECK(r == -EFBIG);
+    CHECK_CONTAINS(pcow_errmsg(img), "cannot allocate a cluster");
+    CHECKR(pcow_map_cluster(img, vc, addr, false, NULL), img); /* space again: works */
+    CHECKR(pcow_write(img, X, 100, 400ull << 20), img);
+    CHECK(read_eq(img, vc * 65536, X, sizeof X));
+    pcow_close(img, NULL, 0);
+    struct pcow_check_result res;
+    CHECK(check_img("l2f.img", 0, 0, &res) == 0);
+    CHECK(res.corruptions == 0 && res.leaks == 0);
+}
+
 static void test_leaks_and_repair(void)
 {
     CHECK(mk("leak.img", 1 << 20, 4096, NULL) == 0);
@@ -983,6 +1205,9 @@ static const struct test tests[] = {
     {"corrupt_header", test_corrupt_header},
     {"corrupt_tables", test_corrupt_tables},
     {"layer_id_exhausted", test_layer_id_exhausted},
+    {"fine_2m", test_fine_2m},
+    {"corrupt_bitmap_records", test_corrupt_bitmap_records},
+    {"enospc_l2", test_enospc_l2},
     {"leaks_and_repair", test_leaks_and_repair},
     {"striping", test_striping},
     {"map", test_map},

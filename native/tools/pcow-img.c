@@ -17,7 +17,7 @@
 static const char *usage_text =
     "usage: pcow-img COMMAND [options]\n"
     "\n"
-    "  create [-c CLUSTER] [-s SUBUNIT] [-b BASE [-F raw|pcow]] [--stripes N] [--stripe-unit SIZE] FILE [SIZE]\n"
+    "  create [-c CLUSTER] [-s SUBUNIT] [-b BASE [-F raw|pcow]] [--stripes N] [--stripe-unit SIZE] [--bitmap-records] FILE [SIZE]\n"
     "  create CLUSTER_KIB SIZE_GIB FILE          (the paper's form: create 64 128 x.img)\n"
     "  info [--output=human|json] [--backing-chain] [-U] FILE\n"
     "  snapshot -c NAME | -l | -d NAME | -a NAME FILE   (create, list, delete, apply)\n"
@@ -27,7 +27,8 @@ static const char *usage_text =
     "  check [-r leaks|all] [--output=human|json] [-U] FILE\n"
     "  map [--output=human|json] [-U] FILE\n"
     "  convert -f raw|pcow -O raw|pcow [-c CLUSTER] IN OUT\n"
-    "  write FILE OFFSET SRC                     (copy file SRC into the image at OFFSET; like qemu-io)\n"
+    "  write [--fine] FILE OFFSET SRC            (copy file SRC into the image at OFFSET; like qemu-io;\n"
+    "                                            --fine: copy-on-write only the touched sub-units)\n"
     "  read [-U] FILE OFFSET LENGTH              (dump image bytes to stdout)\n"
     "  help\n"
     "\n"
@@ -59,6 +60,7 @@ struct args {
     int npos;
     char *pos[8];
     const char *opt_c, *opt_b, *opt_F, *opt_s, *opt_r, *opt_f, *opt_O, *stripes, *stripe_unit;
+    bool bitmap_records, fine;
     const char *snap_name;
     char snap_op;
     bool json, chain, unsafe_base, force_share, rebase_unsafe, have_b;
@@ -112,6 +114,14 @@ static void parse(int argc, char **argv, struct args *a, const char *allowed)
         if (!strcmp(s, "--stripe-unit")) {
             NEEDVAL();
             a->stripe_unit = val;
+            continue;
+        }
+        if (!strcmp(s, "--fine")) {
+            a->fine = true;
+            continue;
+        }
+        if (!strcmp(s, "--bitmap-records")) {
+            a->bitmap_records = true;
             continue;
         }
         if (!strcmp(s, "--force-share") || !strcmp(s, "-U")) {
@@ -277,6 +287,7 @@ static int cmd_create(int argc, char **argv)
             die_usage("invalid stripe unit '%s'", a.stripe_unit);
         o.stripe_unit = (uint32_t)v;
     }
+    o.bitmap_records = a.bitmap_records;
     o.base = a.opt_b;
     o.base_format = parse_fmt(a.opt_F, "base");
     o.allow_unsafe_base = a.unsafe_base;
@@ -303,6 +314,8 @@ static void features_json(FILE *o, const struct pcow_info *in)
     fprintf(o, "\"features\": {\"incompatible\": [");
     if (in->incompat_features & 1)
         fprintf(o, "\"stripes\"");
+    if (in->incompat_features & 2)
+        fprintf(o, "%s\"bitmap_records\"", in->incompat_features & 1 ? ", " : "");
     fprintf(o, "], \"compatible\": [], \"incompatible_bits\": %" PRIu64 ", \"compatible_bits\": %" PRIu64 "}",
             in->incompat_features, in->compat_features);
 }
@@ -897,7 +910,7 @@ static int cmd_write(int argc, char **argv)
         return fail("cannot read the source file");
     }
     pcow_image *img;
-    if (with_rw(a.pos[0], &a, 0, &img)) {
+    if (with_rw(a.pos[0], &a, a.fine ? PCOW_OPEN_FINE_COW : 0, &img)) {
         free(buf);
         return EXIT_ERR;
     }

@@ -282,8 +282,8 @@ static void t_fine_cow(void)
     pcow_image *img = open_image("fine.img");
     struct pcow_mapping mp;
     CHECK_OK(pcow_lookup(img, 5, &mp), "lookup");
-    CHECK(mp.depth == 0 && mp.partial && mp.bitmap == ((1ull << 2) | (1ull << 15)),
-          "entry depth %d partial %d bitmap 0x%" PRIx64, mp.depth, mp.partial, mp.bitmap);
+    CHECK(mp.depth == 0 && mp.partial && mp.bitmap.w[0] == ((1ull << 2) | (1ull << 15)),
+          "entry depth %d partial %d bitmap 0x%" PRIx64, mp.depth, mp.partial, mp.bitmap.w[0]);
     uint8_t *b = malloc(64 * KiB);
     CHECK_OK(pcow_read(img, b, 64 * KiB, c), "%s", pcow_errmsg(img));
     expect_pat(b, c, 8192 + 5, 1, "reopened");
@@ -305,22 +305,140 @@ static void t_fine_cow(void)
     unmap(rt);
     img = open_image("fine.img");
     CHECK_OK(pcow_lookup(img, 5, &mp), "lookup");
-    CHECK(mp.depth == 0 && (!mp.partial || mp.bitmap == 0xffff), "entry partial %d bitmap 0x%" PRIx64, mp.partial,
-          mp.bitmap);
+    CHECK(mp.depth == 0 && (!mp.partial || mp.bitmap.w[0] == 0xffff), "entry partial %d bitmap 0x%" PRIx64, mp.partial,
+          mp.bitmap.w[0]);
     CHECK_OK(pcow_read(img, b, 64 * KiB, c), "%s", pcow_errmsg(img));
     CHECK(b[20000] == 0x77, "completed cluster lost the write");
     expect_pat(b + 60 * KiB, c + 60 * KiB, 4 * KiB, 3, "completed cluster");
     pcow_close(img, NULL, 0);
     free(b);
     /* a COW unit below the image's sub-unit is refused with a clear message */
-    create_image("fine2m.img", 8 * MiB, 2 * MiB, NULL, 0);
     char p[512];
-    path_of(p, sizeof p, "fine2m.img");
+    path_of(p, sizeof p, "fine64k.img");
+    struct pcow_create_opts co = {.virtual_size = 8 * MiB, .cluster_size = 2 * MiB, .subunit_size = 64 * KiB};
+    CHECK_OK(pcow_create(p, &co, errbuf, sizeof errbuf), "create %s: %s", p, errbuf);
     struct pcow_runtime_opts o2 = {.cow_unit = 4096};
     pcow_runtime *rt2 = NULL;
     int r = pcow_runtime_open(p, 0, &o2, &rt2, errbuf, sizeof errbuf);
     CHECK(r == -EINVAL && strstr(errbuf, "sub-unit"), "r=%d msg '%s'", r, errbuf);
     check_image_clean("fine.img");
+}
+
+static sigjmp_buf jb;
+static volatile sig_atomic_t got_sig;
+static void on_bus(int sig)
+{
+    got_sig = sig;
+    siglongjmp(jb, 1);
+}
+
+/* 4 KiB COW at 2 MiB clusters: 512 sub-units, bitmaps in records (BITMAP_RECORDS) */
+static void t_fine_cow_2m(void)
+{
+    create_image("fine2m.img", 8 * MiB, 2 * MiB, NULL, 0);
+    pcow_runtime *rt = map_image("fine2m.img", NULL);
+    uint8_t *m = pcow_runtime_addr(rt);
+    fill(m, 0, 8 * MiB, 1);
+    CHECK_OK(pcow_runtime_snapshot(rt, "s"), "%s", pcow_runtime_errmsg(rt));
+    unmap(rt);
+    struct pcow_runtime_opts o = {.cow_unit = 4096};
+    rt = map_image("fine2m.img", &o);
+    m = pcow_runtime_addr(rt);
+    const uint64_t c = 2 * MiB; /* cluster 1 */
+    /* units 0, 63, 64 (word boundary) and 511 (last) */
+    const uint64_t offs[] = {5, 63 * 4 * KiB + 4000, 64 * 4 * KiB + 1, 2 * MiB - 3};
+    for (int i = 0; i < 4; i++)
+        fill(m + c + offs[i], c + offs[i], 2, 2);
+    struct pcow_runtime_stats st;
+    pcow_runtime_get_stats(rt, &st);
+    CHECK(st.cows == 4 && st.cow_bytes == 4 * 4096, "cows %" PRIu64 ", cow_bytes %" PRIu64 " (expected 4, 16384)",
+          st.cows, st.cow_bytes);
+    for (int i = 0; i < 4; i++)
+        expect_pat(m + c + offs[i], c + offs[i], 2, 2, "written bytes");
+    expect_pat(m + c + 8, c + 8, 60 * 4 * KiB, 1, "lower data between");
+    unmap(rt);
+    pcow_image *img = open_image("fine2m.img");
+    struct pcow_info in;
+    pcow_get_info(img, &in);
+    CHECK(in.subunits_per_cluster == 512 && (in.incompat_features & 2), "sub-units %u, features 0x%" PRIx64,
+          in.subunits_per_cluster, in.incompat_features);
+    struct pcow_mapping mp;
+    CHECK_OK(pcow_lookup(img, 1, &mp), "lookup");
+    CHECK(mp.depth == 0 && mp.partial && mp.bitmap.w[0] == (1ull | 1ull << 63) && mp.bitmap.w[1] == 1 &&
+              mp.bitmap.w[7] == 1ull << 63 && !mp.bitmap.w[2] && !mp.bitmap.w[6],
+          "entry partial %d bitmap words 0x%" PRIx64 " 0x%" PRIx64 " 0x%" PRIx64, mp.partial, mp.bitmap.w[0],
+          mp.bitmap.w[1], mp.bitmap.w[7]);
+    pcow_close(img, NULL, 0);
+    check_image_clean("fine2m.img");
+    /* remapped: owned 4 KiB units come from the file, the rest from the snapshot */
+    rt = map_image("fine2m.img", &o);
+    m = pcow_runtime_addr(rt);
+    for (int i = 0; i < 4; i++)
+        expect_pat(m + c + offs[i], c + offs[i], 2, 2, "remapped");
+    expect_pat(m + c + 8, c + 8, 60 * 4 * KiB, 1, "remapped lower data");
+    fill(m + c + 100 * 4 * KiB, c + 100 * 4 * KiB, 4 * KiB, 3); /* one more unit after reopen */
+    pcow_runtime_get_stats(rt, &st);
+    CHECK(st.cows == 1 && st.cow_bytes == 4096, "cows %" PRIu64 ", cow_bytes %" PRIu64, st.cows, st.cow_bytes);
+    unmap(rt);
+    img = open_image("fine2m.img");
+    CHECK_OK(pcow_lookup(img, 1, &mp), "lookup");
+    CHECK(mp.bitmap.w[1] == (1ull | 1ull << 36), "bitmap word 1 0x%" PRIx64, mp.bitmap.w[1]);
+    uint8_t *b = malloc(2 * MiB);
+    CHECK_OK(pcow_read(img, b, 2 * MiB, c), "%s", pcow_errmsg(img));
+    expect_pat(b + 100 * 4 * KiB, c + 100 * 4 * KiB, 4 * KiB, 3, "reopened");
+    expect_pat(b + 8, c + 8, 60 * 4 * KiB, 1, "reopened lower data");
+    free(b);
+    pcow_close(img, NULL, 0);
+    check_image_clean("fine2m.img");
+}
+
+/* A failed L2-table reservation (file may not grow) leaves the image usable: once space is
+ * back, expansions in that table's range work without a reopen. */
+static void t_l2_enospc(void)
+{
+    create_image("l2full.img", 512 * MiB, 64 * KiB, NULL, 0); /* one L2 table spans 256 MiB */
+    char p[512];
+    path_of(p, sizeof p, "l2full.img");
+    signal(SIGXFSZ, SIG_IGN);
+    struct pcow_runtime_opts o = {.prealloc_depth = 2};
+    pcow_runtime *rt = map_image("l2full.img", &o);
+    uint8_t *m = pcow_runtime_addr(rt);
+    m[0] = 1;
+    struct pcow_runtime_stats st;
+    for (int i = 0; i < 5000; i++) {
+        pcow_runtime_get_stats(rt, &st);
+        if (st.pool_ready == 2)
+            break;
+        usleep(1000);
+    }
+    CHECK(st.pool_ready == 2, "pool not filled");
+    struct stat sb;
+    CHECK(stat(p, &sb) == 0, "stat");
+    struct rlimit old, rl;
+    CHECK(getrlimit(RLIMIT_FSIZE, &old) == 0, "getrlimit");
+    rl = old;
+    rl.rlim_cur = (rlim_t)sb.st_size;
+    CHECK(setrlimit(RLIMIT_FSIZE, &rl) == 0, "setrlimit");
+    struct sigaction sa = {.sa_handler = on_bus};
+    sigaction(SIGBUS, &sa, NULL);
+    got_sig = 0;
+    if (sigsetjmp(jb, 1) == 0) {
+        m[300 * MiB] = 1; /* data cluster from the pool, its new L2 table cannot be reserved */
+        CHECK(0, "a write needing a new L2 table completed");
+    }
+    CHECK(got_sig == SIGBUS, "got signal %d, expected SIGBUS", (int)got_sig);
+    signal(SIGBUS, SIG_DFL);
+    CHECK(setrlimit(RLIMIT_FSIZE, &old) == 0, "setrlimit back");
+    m[301 * MiB] = 7; /* same L2 range, space again */
+    CHECK(m[301 * MiB] == 7, "write after the failed L2 reservation");
+    m[64 * KiB] = 8;
+    unmap(rt);
+    pcow_image *img = open_image("l2full.img");
+    uint8_t v = 0;
+    CHECK_OK(pcow_read(img, &v, 1, 301 * MiB), "%s", pcow_errmsg(img));
+    CHECK(v == 7, "value %u", v);
+    pcow_close(img, NULL, 0);
+    check_image_clean("l2full.img");
 }
 
 /* ---- 6. 8 threads on the same and on different clusters ---- */
@@ -456,13 +574,6 @@ static void t_kernel_fault(void)
 }
 
 /* ---- 8. errors while serving a fault reach the faulting thread; never a hang ---- */
-static sigjmp_buf jb;
-static volatile sig_atomic_t got_sig;
-static void on_bus(int sig)
-{
-    got_sig = sig;
-    siglongjmp(jb, 1);
-}
 
 static void error_case(bool no_poison)
 {
@@ -682,8 +793,10 @@ static void t_crash(void)
     for (int t = 0; t < trials; t++) {
         char name[64];
         snprintf(name, sizeof name, "crash%d.img", t);
-        uint32_t unit = t % 3 == 0 ? 4096 : 0;
-        create_image(name, CR_VS, 64 * KiB, NULL, 0);
+        /* 64 KiB clusters with whole-cluster and 4 KiB COW, and 2 MiB clusters with 4 KiB COW
+         * (512 sub-units: bitmap records) */
+        uint32_t unit = t % 3 == 1 ? 0 : 4096;
+        create_image(name, CR_VS, t % 3 == 2 ? 2 * MiB : 64 * KiB, NULL, 0);
         int pfd[2];
         CHECK(pipe(pfd) == 0, "pipe");
         pid_t pid = fork();
@@ -746,6 +859,8 @@ int main(int argc, char **argv)
         {"snapshot isolation and rollback", t_snapshot, 60},
         {"base image read-through", t_base, 60},
         {"fine-grained COW (4 KiB unit, 64 KiB clusters)", t_fine_cow, 60},
+        {"fine-grained COW (4 KiB unit, 2 MiB clusters)", t_fine_cow_2m, 60},
+        {"failed L2-table reservation recovers", t_l2_enospc, 60},
         {"8 threads: expansion races", t_threads_expand, 60},
         {"8 threads: COW races", t_threads_cow, 60},
         {"8 threads: fine COW races", t_threads_fine_cow, 60},
