@@ -208,6 +208,11 @@ int pcow_extent_next(const pcow_image *img, uint64_t vc, struct pcow_extent *out
 /* Append n clusters at the end of the image (fallocate), not referenced by anything yet: a
  * crash leaves them as leaks. *addr = logical address of the first. Returns 0 or -errno. */
 int pcow_reserve(pcow_image *img, uint32_t n, uint64_t *addr);
+/* Like pcow_reserve, but only extends the files (no fallocate): the clusters' blocks are
+ * allocated by the writes into them, which can then fail with ENOSPC. For clusters whose every
+ * used byte is written with pwrite before anything maps it, e.g. a partial (fine-grained COW)
+ * cluster: copying 4 KiB into a 2 MiB cluster need not zero-fill the other 2044 KiB. */
+int pcow_reserve_sparse(pcow_image *img, uint32_t n, uint64_t *addr);
 
 /* Make virtual cluster vc of the active layer point at the reserved cluster addr (whose data
  * the caller has already made durable). partial/bitmap as in pcow_entry (bitmap may be NULL

@@ -62,7 +62,7 @@ static int alloc_rec(pcow_image *img, uint64_t *addr)
     }
     if (img->bm_next >= img->bm_lim) {
         uint64_t a;
-        int r = pcow__reserve(img, 1, &a);
+        int r = pcow__reserve_sparse(img, 1, &a); /* records are written before use: no fallocate */
         if (r < 0)
             return r;
         img->bm_next = a;

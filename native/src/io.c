@@ -163,6 +163,40 @@ int pcow__reserve(pcow_image *img, uint64_t n, uint64_t *addr)
     return 0;
 }
 
+/* Append n clusters by extending the files only (no fallocate): for clusters whose bytes are
+ * all written with pwrite before use (partial data clusters, bitmap clusters). */
+int pcow__reserve_sparse(pcow_image *img, uint64_t n, uint64_t *addr)
+{
+    if (!img->rw)
+        return pcow__err(img, EROFS, "image is open read-only");
+    uint64_t a = img->end;
+    for (uint64_t i = 0; i < n; i++) {
+        uint32_t f;
+        uint64_t off;
+        pcow__addr(img, a + i * img->csize, &f, &off);
+        if (off + img->csize <= img->fsize[f])
+            continue;
+        if (ftruncate(img->fd[f], (off_t)(off + img->csize)) < 0) {
+            int e = errno;
+            return pcow__err(img, e, "cannot extend %s: %s", img->fpath[f], strerror(e));
+        }
+        img->fsize[f] = off + img->csize;
+        img->size_changed[f] = true;
+    }
+    img->end = a + n * img->csize;
+    *addr = a;
+    return 0;
+}
+
+int pcow_reserve_sparse(pcow_image *img, uint32_t n, uint64_t *addr)
+{
+    if (img->broken)
+        return pcow__err(img, EIO, "image state is unknown after an earlier failure; reopen it");
+    if (n == 0)
+        return pcow__err(img, EINVAL, "cannot reserve 0 clusters");
+    return pcow__reserve_sparse(img, n, addr);
+}
+
 int pcow_reserve(pcow_image *img, uint32_t n, uint64_t *addr)
 {
     if (img->broken)

@@ -76,7 +76,8 @@ pcow_image *pcow_runtime_image(const pcow_runtime *rt);
 const char *pcow_runtime_errmsg(pcow_runtime *rt);
 
 /* Persist point: everything written through the range before the call is durable when it
- * returns (fdatasync of every stripe file; on fs-dax the dirty cache lines are flushed). */
+ * returns (fdatasync of every stripe file; on fs-dax the dirty cache lines are flushed; on
+ * tmpfs/ramfs, decided at map time, nothing: there is no medium behind the page cache). */
 int pcow_runtime_sync(pcow_runtime *rt);
 
 /* Snapshot / rollback while mapped. Accessors may keep running: the range is swapped
@@ -112,6 +113,7 @@ struct pcow_runtime_stats {
     uint64_t vmas;               /* VMAs of the whole process when stats were taken */
     bool poison_supported;       /* UFFDIO_POISON in use (else the beyond-EOF fallback) */
     bool dax;                    /* file mappings use MAP_SYNC (fs-dax) */
+    bool persist_noop;           /* files on tmpfs/ramfs: persist points skipped (nothing to make durable) */
     struct pcow_runtime_hist fault_service; /* message read -> wake, every fault */
     struct pcow_runtime_hist expansion;     /* service time of expansions */
     struct pcow_runtime_hist cow;           /* service time of copy-on-writes */
