@@ -1184,6 +1184,67 @@ static void test_concurrent_lookup(void)
     CHECK(c.bad == 0);
 }
 
+/* Lock-free lookups of partial entries whose bitmaps live in records, while one writer adds
+ * partial entries (new records) and then more sub-units (records updated in place): every
+ * sub-unit a lookup sees as owned must already hold the written data. */
+static void *conc_rec_reader(void *arg)
+{
+    struct conc *c = arg;
+    while (!__atomic_load_n(&c->done, __ATOMIC_ACQUIRE)) {
+        for (uint64_t vc = 0; vc < 128; vc++) {
+            struct pcow_mapping m;
+            if (pcow_lookup(c->img, vc, &m) < 0) {
+                c->bad++;
+                continue;
+            }
+            if (m.depth != 0)
+                continue;
+            for (uint32_t k = 0; k < 2; k++) {
+                uint8_t b = 0;
+                if (!m.partial || !pcow_bitmap_test(&m.bitmap, k))
+                    continue;
+                if (pread(c->fd, &b, 1, (off_t)(m.file_off + k * 4096)) != 1 || b != (uint8_t)(vc + 1))
+                    c->bad++;
+                c->seen++;
+            }
+        }
+    }
+    return NULL;
+}
+
+static void test_concurrent_lookup_records(void)
+{
+    struct pcow_create_opts o = {.virtual_size = 1 << 20, .cluster_size = 8192, .subunit_size = 4096, .bitmap_records = true};
+    char err[512];
+    CHECK(pcow_create(P("concr.img"), &o, err, sizeof err) == 0);
+    struct conc c = {0};
+    c.img = op("concr.img", PCOW_OPEN_RDWR | PCOW_OPEN_FINE_COW);
+    CHECK(c.img);
+    static uint8_t base[128 * 8192];
+    memset(base, 0xee, sizeof base);
+    CHECKR(pcow_write(c.img, base, sizeof base, 0), c.img);
+    CHECKR(pcow_snapshot_create(c.img, "s"), c.img);
+    struct pcow_stripe s;
+    CHECK(pcow_stripe_get(c.img, 0, &s) == 0);
+    c.fd = s.fd;
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, conc_rec_reader, &c) == 0);
+    uint8_t buf[4096];
+    int werr = 0;
+    for (int k = 1; k >= 0; k--) {
+        for (uint64_t vc = 0; vc < 128; vc++) {
+            memset(buf, (int)(vc + 1), sizeof buf);
+            if (pcow_write(c.img, buf, sizeof buf, vc * 8192 + (uint64_t)k * 4096) < 0)
+                werr++;
+        }
+    }
+    __atomic_store_n(&c.done, 1, __ATOMIC_RELEASE);
+    pthread_join(th, NULL);
+    pcow_close(c.img, NULL, 0);
+    CHECK(werr == 0);
+    CHECK(c.bad == 0);
+}
+
 struct test {
     const char *name;
     void (*fn)(void);
@@ -1214,6 +1275,7 @@ static const struct test tests[] = {
     {"crash_states", test_crash_states},
     {"many_images", test_many_images},
     {"concurrent_lookup", test_concurrent_lookup},
+    {"concurrent_lookup_records", test_concurrent_lookup_records},
 };
 
 int main(int argc, char **argv)
