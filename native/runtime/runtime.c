@@ -426,34 +426,6 @@ static int take_cluster(pcow_runtime *rt, struct rt_thread *th, uint64_t vc, uin
     return r;
 }
 
-/* Copy what the active view shows now for [vc*C + o, +len) (lower layers / base: the active
- * layer does not own it) into the reserved cluster at addr, at the same offset. */
-static int copy_lower(pcow_runtime *rt, struct rt_thread *th, uint64_t vc, uint64_t o, uint64_t len, uint64_t addr)
-{
-    pthread_rwlock_rdlock(&rt->img_lock);
-    uint8_t *buf = th->buf;
-    int r = pcow_read(rt->img, buf, len, vc * rt->csize + o);
-    if (r < 0)
-        snprintf(th->msg, sizeof th->msg, "%s", pcow_errmsg(rt->img));
-    pthread_rwlock_unlock(&rt->img_lock);
-    if (r < 0)
-        return r;
-    uint32_t f;
-    uint64_t off;
-    pcow_addr_to_file(rt->img, addr + o, &f, &off);
-    uint64_t done = 0;
-    while (done < len) {
-        ssize_t n = pwrite(rt->fds[f], buf + done, len - done, (off_t)(off + done));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return n < 0 ? -errno : -EIO;
-        done += (uint64_t)n;
-    }
-    ADD(c_cow_bytes, len);
-    return 0;
-}
-
 /* Sub-unit bitmap covering [o, o+len) of a cluster. */
 static pcow_bitmap sub_mask(const pcow_runtime *rt, uint64_t o, uint64_t len)
 {
@@ -475,6 +447,68 @@ static pcow_bitmap bm_andnot(pcow_bitmap a, const pcow_bitmap *b)
     for (int i = 0; i < PCOW_MAX_SUBUNITS / 64; i++)
         a.w[i] &= ~b->w[i];
     return a;
+}
+
+static bool bm_covers(const pcow_bitmap *have, pcow_bitmap want)
+{
+    for (int i = 0; i < PCOW_MAX_SUBUNITS / 64; i++)
+        if (want.w[i] & ~have->w[i])
+            return false;
+    return true;
+}
+
+/* Copy what the active view shows now for [vc*C + o, +len) (lower layers / base: the active
+ * layer does not own it) into the reserved cluster at addr, at the same offset. */
+static int copy_lower(pcow_runtime *rt, struct rt_thread *th, const struct pcow_mapping *m, uint64_t vc, uint64_t o,
+                      uint64_t len, uint64_t addr)
+{
+    uint32_t f;
+    uint64_t off;
+    pcow_addr_to_file(rt->img, addr + o, &f, &off);
+    /* The range lies whole in one lower layer's cluster (m: the topmost entry, below the active
+     * layer, full or owning these sub-units): copy file to file in the kernel. One syscall
+     * instead of pcow_read + pwrite, no user buffer (measured 4 KiB on tmpfs: 2.5-2.8 us vs
+     * 3.6-3.9); on a reflink file system it shares the blocks. Lower layers do not change while
+     * a fault is served (structural changes wait for the epoch lock). */
+    if (m->depth > 0 && (!m->partial || bm_covers(&m->bitmap, sub_mask(rt, o, len)))) {
+        loff_t src = (loff_t)(m->file_off + o), dst = (loff_t)off;
+        uint64_t done = 0;
+        while (done < len) {
+            ssize_t n = copy_file_range(rt->fds[m->file], &src, rt->fds[f], &dst, len - done, 0);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0)
+                break;
+            done += (uint64_t)n;
+        }
+        if (done == len) {
+            ADD(c_cow_bytes, len);
+            return 0;
+        }
+        /* not supported here (EXDEV, EOPNOTSUPP, ...) or short: copy the rest through a buffer */
+        o += done;
+        off += done;
+        len -= done;
+    }
+    pthread_rwlock_rdlock(&rt->img_lock);
+    uint8_t *buf = th->buf;
+    int r = pcow_read(rt->img, buf, len, vc * rt->csize + o);
+    if (r < 0)
+        snprintf(th->msg, sizeof th->msg, "%s", pcow_errmsg(rt->img));
+    pthread_rwlock_unlock(&rt->img_lock);
+    if (r < 0)
+        return r;
+    uint64_t done = 0;
+    while (done < len) {
+        ssize_t n = pwrite(rt->fds[f], buf + done, len - done, (off_t)(off + done));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? -errno : -EIO;
+        done += (uint64_t)n;
+    }
+    ADD(c_cow_bytes, len);
+    return 0;
 }
 
 static void serve_read(pcow_runtime *rt, struct rt_thread *th, uint8_t *page, uint64_t vc, uint64_t co,
@@ -550,7 +584,7 @@ static void serve_write(pcow_runtime *rt, struct rt_thread *th, uint8_t *page, u
     if (lower) {
         FOR_RUNS(need, rt->nsub, s, n, {
             if (r == 0)
-                r = copy_lower(rt, th, vc, (uint64_t)s * rt->ssize, (uint64_t)n * rt->ssize, addr);
+                r = copy_lower(rt, th, m, vc, (uint64_t)s * rt->ssize, (uint64_t)n * rt->ssize, addr);
         });
         if (r == 0)
             r = persist_files(rt); /* data durable before the entry */
