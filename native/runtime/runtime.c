@@ -32,6 +32,7 @@
 #define NCLOCK 1024         /* striped per-cluster locks */
 #define MAX_THREADS 64
 #define DEFAULT_ALIGN (2ull << 20)
+#define CFR_MIN (16u << 10) /* COW copies from this size use copy_file_range (see copy_lower) */
 
 struct rt_thread {
     pcow_runtime *rt;
@@ -466,11 +467,14 @@ static int copy_lower(pcow_runtime *rt, struct rt_thread *th, const struct pcow_
     uint64_t off;
     pcow_addr_to_file(rt->img, addr + o, &f, &off);
     /* The range lies whole in one lower layer's cluster (m: the topmost entry, below the active
-     * layer, full or owning these sub-units): copy file to file in the kernel. One syscall
-     * instead of pcow_read + pwrite, no user buffer (measured 4 KiB on tmpfs: 2.5-2.8 us vs
-     * 3.6-3.9); on a reflink file system it shares the blocks. Lower layers do not change while
-     * a fault is served (structural changes wait for the epoch lock). */
-    if (m->depth > 0 && (!m->partial || bm_covers(&m->bitmap, sub_mask(rt, o, len)))) {
+     * layer, full or owning these sub-units), so its file range is known without pcow_read.
+     * From CFR_MIN bytes copy file to file in the kernel (one syscall, no user buffer; on a
+     * reflink file system the blocks are shared). Measured in place on tmpfs (copy step mean,
+     * 64 KiB clusters): 4 KiB 4.0 us pread+pwrite vs 4.5 copy_file_range, 8 KiB equal, 16 KiB
+     * and 64 KiB faster with copy_file_range (64 KiB: 30 -> 23 us). Lower layers do not change
+     * while a fault is served (structural changes wait for the epoch lock). */
+    bool direct = m->depth > 0 && (!m->partial || bm_covers(&m->bitmap, sub_mask(rt, o, len)));
+    if (direct && len >= CFR_MIN) {
         loff_t src = (loff_t)(m->file_off + o), dst = (loff_t)off;
         uint64_t done = 0;
         while (done < len) {
@@ -490,14 +494,30 @@ static int copy_lower(pcow_runtime *rt, struct rt_thread *th, const struct pcow_
         off += done;
         len -= done;
     }
-    pthread_rwlock_rdlock(&rt->img_lock);
     uint8_t *buf = th->buf;
-    int r = pcow_read(rt->img, buf, len, vc * rt->csize + o);
-    if (r < 0)
-        snprintf(th->msg, sizeof th->msg, "%s", pcow_errmsg(rt->img));
-    pthread_rwlock_unlock(&rt->img_lock);
-    if (r < 0)
-        return r;
+    if (direct) {
+        uint64_t got = 0;
+        while (got < len) {
+            ssize_t n = pread(rt->fds[m->file], buf + got, len - got, (off_t)(m->file_off + o + got));
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0) {
+                int e = n < 0 ? errno : EIO;
+                snprintf(th->msg, sizeof th->msg, "read of lower-layer data at file offset 0x%" PRIx64 " failed: %s",
+                         m->file_off + o + got, n < 0 ? strerror(e) : "unexpected end of file");
+                return -e;
+            }
+            got += (uint64_t)n;
+        }
+    } else {
+        pthread_rwlock_rdlock(&rt->img_lock);
+        int r = pcow_read(rt->img, buf, len, vc * rt->csize + o);
+        if (r < 0)
+            snprintf(th->msg, sizeof th->msg, "%s", pcow_errmsg(rt->img));
+        pthread_rwlock_unlock(&rt->img_lock);
+        if (r < 0)
+            return r;
+    }
     uint64_t done = 0;
     while (done < len) {
         ssize_t n = pwrite(rt->fds[f], buf + done, len - done, (off_t)(off + done));
