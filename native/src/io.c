@@ -133,9 +133,11 @@ int pcow__persist_all(pcow_image *img)
     return 0;
 }
 
-/* Append n clusters at the logical end; the space is allocated (fallocate) so a later write
- * cannot fail with ENOSPC. Content reads as zeros. */
-int pcow__reserve(pcow_image *img, uint64_t n, uint64_t *addr)
+/* Append n clusters at the logical end. Unless sparse, the space is allocated (fallocate) so a
+ * later write cannot fail with ENOSPC, and reads as zeros. Sparse clusters only extend the
+ * files: for clusters whose bytes are all written with pwrite before use (partial data
+ * clusters, bitmap clusters), where zero-filling a whole cluster would be wasted work. */
+static int reserve_clusters(pcow_image *img, uint64_t n, uint64_t *addr, bool sparse)
 {
     if (!img->rw)
         return pcow__err(img, EROFS, "image is open read-only");
@@ -144,17 +146,23 @@ int pcow__reserve(pcow_image *img, uint64_t n, uint64_t *addr)
         uint32_t f;
         uint64_t off;
         pcow__addr(img, a + i * img->csize, &f, &off);
-        if (fallocate(img->fd[f], 0, (off_t)off, (off_t)img->csize) < 0) {
+        bool grows = off + img->csize > img->fsize[f];
+        if (sparse && !grows)
+            continue;
+        if (!sparse && fallocate(img->fd[f], 0, (off_t)off, (off_t)img->csize) < 0) {
             int e = errno;
             if (e != EOPNOTSUPP)
                 return pcow__err(img, e, "cannot allocate a cluster at 0x%llx in %s: %s",
                                  (unsigned long long)off, img->fpath[f], strerror(e));
-            if (off + img->csize > img->fsize[f] && ftruncate(img->fd[f], (off_t)(off + img->csize)) < 0) {
+            if (grows && ftruncate(img->fd[f], (off_t)(off + img->csize)) < 0) {
                 e = errno;
                 return pcow__err(img, e, "cannot extend %s: %s", img->fpath[f], strerror(e));
             }
+        } else if (sparse && ftruncate(img->fd[f], (off_t)(off + img->csize)) < 0) {
+            int e = errno;
+            return pcow__err(img, e, "cannot extend %s: %s", img->fpath[f], strerror(e));
         }
-        if (off + img->csize > img->fsize[f])
+        if (grows)
             img->fsize[f] = off + img->csize;
         img->size_changed[f] = true;
     }
@@ -163,29 +171,14 @@ int pcow__reserve(pcow_image *img, uint64_t n, uint64_t *addr)
     return 0;
 }
 
-/* Append n clusters by extending the files only (no fallocate): for clusters whose bytes are
- * all written with pwrite before use (partial data clusters, bitmap clusters). */
+int pcow__reserve(pcow_image *img, uint64_t n, uint64_t *addr)
+{
+    return reserve_clusters(img, n, addr, false);
+}
+
 int pcow__reserve_sparse(pcow_image *img, uint64_t n, uint64_t *addr)
 {
-    if (!img->rw)
-        return pcow__err(img, EROFS, "image is open read-only");
-    uint64_t a = img->end;
-    for (uint64_t i = 0; i < n; i++) {
-        uint32_t f;
-        uint64_t off;
-        pcow__addr(img, a + i * img->csize, &f, &off);
-        if (off + img->csize <= img->fsize[f])
-            continue;
-        if (ftruncate(img->fd[f], (off_t)(off + img->csize)) < 0) {
-            int e = errno;
-            return pcow__err(img, e, "cannot extend %s: %s", img->fpath[f], strerror(e));
-        }
-        img->fsize[f] = off + img->csize;
-        img->size_changed[f] = true;
-    }
-    img->end = a + n * img->csize;
-    *addr = a;
-    return 0;
+    return reserve_clusters(img, n, addr, true);
 }
 
 int pcow_reserve_sparse(pcow_image *img, uint32_t n, uint64_t *addr)
