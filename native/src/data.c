@@ -220,8 +220,9 @@ int pcow__read_layer(pcow_image *img, int li, uint64_t vc, uint64_t o, uint64_t 
 
 static int check_range(pcow_image *img, uint64_t len, uint64_t off)
 {
-    if (img->broken)
-        return pcow__err(img, EIO, "image state is unknown after an earlier failure; reopen it");
+    int rc = pcow__check_usable(img);
+    if (rc < 0)
+        return rc;
     if (!img->nlayers)
         return pcow__err(img, EIO, "image has no usable layer directory");
     if (off > img->h.vsize || len > img->h.vsize - off)
@@ -584,12 +585,9 @@ static int bad_bits(pcow_image *img, const pcow_bitmap *bm)
 
 int pcow_map_cluster(pcow_image *img, uint64_t vc, uint64_t addr, bool partial, const pcow_bitmap *bitmap)
 {
-    if (img->broken)
-        return pcow__err(img, EIO, "image state is unknown after an earlier failure; reopen it");
-    if (!img->rw)
-        return pcow__err(img, EROFS, "image is open read-only");
-    if (vc >= img->nclusters)
-        return pcow__err(img, EINVAL, "virtual cluster %llu is beyond %llu", (unsigned long long)vc, (unsigned long long)img->nclusters);
+    int rc = pcow__check_writable_vc(img, vc);
+    if (rc < 0)
+        return rc;
     if (addr % img->csize || addr < img->csize || addr >= img->end)
         return pcow__err(img, EINVAL, "address 0x%llx is not a reserved cluster", (unsigned long long)addr);
     if (partial && !bitmap)
@@ -603,12 +601,9 @@ int pcow_map_cluster(pcow_image *img, uint64_t vc, uint64_t addr, bool partial, 
 
 int pcow_set_subunits(pcow_image *img, uint64_t vc, const pcow_bitmap *add)
 {
-    if (img->broken)
-        return pcow__err(img, EIO, "image state is unknown after an earlier failure; reopen it");
-    if (!img->rw)
-        return pcow__err(img, EROFS, "image is open read-only");
-    if (vc >= img->nclusters)
-        return pcow__err(img, EINVAL, "virtual cluster %llu is beyond %llu", (unsigned long long)vc, (unsigned long long)img->nclusters);
+    int rc = pcow__check_writable_vc(img, vc);
+    if (rc < 0)
+        return rc;
     struct layer *A = &img->layers[img->active];
     uint64_t w0 = ent_w0(img, A, vc);
     if (!(w0 & ENTRY_PARTIAL))
@@ -628,12 +623,9 @@ int pcow_set_subunits(pcow_image *img, uint64_t vc, const pcow_bitmap *add)
 
 int pcow_alloc_cluster(pcow_image *img, uint64_t vc, bool fine, const pcow_bitmap *fbm)
 {
-    if (img->broken)
-        return pcow__err(img, EIO, "image state is unknown after an earlier failure; reopen it");
-    if (!img->rw)
-        return pcow__err(img, EROFS, "image is open read-only");
-    if (vc >= img->nclusters)
-        return pcow__err(img, EINVAL, "virtual cluster %llu is beyond %llu", (unsigned long long)vc, (unsigned long long)img->nclusters);
+    int rc = pcow__check_writable_vc(img, vc);
+    if (rc < 0)
+        return rc;
     if (img->h.base_fmt && !img->base && img->base_fd < 0)
         return pcow__err(img, ENXIO, "base image '%s' is not open; cannot copy from it", img->h.base);
     if (fine && !fbm)

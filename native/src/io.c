@@ -181,22 +181,44 @@ int pcow__reserve_sparse(pcow_image *img, uint64_t n, uint64_t *addr)
     return reserve_clusters(img, n, addr, true);
 }
 
-int pcow_reserve_sparse(pcow_image *img, uint32_t n, uint64_t *addr)
+int pcow__check_usable(pcow_image *img)
 {
     if (img->broken)
         return pcow__err(img, EIO, "image state is unknown after an earlier failure; reopen it");
+    return 0;
+}
+
+int pcow__check_writable_vc(pcow_image *img, uint64_t vc)
+{
+    int r = pcow__check_usable(img);
+    if (r < 0)
+        return r;
+    if (!img->rw)
+        return pcow__err(img, EROFS, "image is open read-only");
+    if (vc >= img->nclusters)
+        return pcow__err(img, EINVAL, "virtual cluster %llu is beyond %llu", (unsigned long long)vc,
+                         (unsigned long long)img->nclusters);
+    return 0;
+}
+
+static int reserve_public(pcow_image *img, uint32_t n, uint64_t *addr, bool sparse)
+{
+    int r = pcow__check_usable(img);
+    if (r < 0)
+        return r;
     if (n == 0)
         return pcow__err(img, EINVAL, "cannot reserve 0 clusters");
-    return pcow__reserve_sparse(img, n, addr);
+    return reserve_clusters(img, n, addr, sparse);
+}
+
+int pcow_reserve_sparse(pcow_image *img, uint32_t n, uint64_t *addr)
+{
+    return reserve_public(img, n, addr, true);
 }
 
 int pcow_reserve(pcow_image *img, uint32_t n, uint64_t *addr)
 {
-    if (img->broken)
-        return pcow__err(img, EIO, "image state is unknown after an earlier failure; reopen it");
-    if (n == 0)
-        return pcow__err(img, EINVAL, "cannot reserve 0 clusters");
-    return pcow__reserve(img, n, addr);
+    return reserve_public(img, n, addr, false);
 }
 
 /* Release clusters nothing references any more: punch holes (the file keeps its size, so

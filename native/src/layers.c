@@ -14,8 +14,9 @@
 
 static int ready_rw(pcow_image *img)
 {
-    if (img->broken)
-        return pcow__err(img, EIO, "image state is unknown after an earlier failure; reopen it");
+    int r = pcow__check_usable(img);
+    if (r < 0)
+        return r;
     if (!img->rw)
         return pcow__err(img, EROFS, "image is open read-only");
     if (!img->nlayers)

@@ -124,6 +124,11 @@ int pcow__pread(pcow_image *img, void *buf, uint64_t len, uint64_t addr);
 int pcow__pwrite(pcow_image *img, const void *buf, uint64_t len, uint64_t addr);
 int pcow__persist_all(pcow_image *img);
 int pcow__reserve(pcow_image *img, uint64_t n, uint64_t *addr);
+/* Preconditions shared by the public calls: the image is usable (not broken after a failed
+ * in-place write); and, for calls that change virtual cluster vc, also writable with vc in range.
+ * Return 0 or a negative errno with the image's message set. */
+int pcow__check_usable(pcow_image *img);
+int pcow__check_writable_vc(pcow_image *img, uint64_t vc);
 int pcow__reserve_sparse(pcow_image *img, uint64_t n, uint64_t *addr);
 void pcow__free_clusters(pcow_image *img, uint64_t addr, uint64_t n);
 bool pcow__in_file(const pcow_image *img, uint64_t addr, uint64_t len);
