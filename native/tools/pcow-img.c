@@ -960,27 +960,16 @@ int main(int argc, char **argv)
         fputs(usage_text, stdout);
         return 0;
     }
-    if (!strcmp(c, "create"))
-        return cmd_create(n, v);
-    if (!strcmp(c, "info"))
-        return cmd_info(n, v);
-    if (!strcmp(c, "snapshot"))
-        return cmd_snapshot(n, v);
-    if (!strcmp(c, "rollback"))
-        return cmd_rollback(n, v);
-    if (!strcmp(c, "rebase"))
-        return cmd_rebase(n, v);
-    if (!strcmp(c, "commit"))
-        return cmd_commit(n, v);
-    if (!strcmp(c, "check"))
-        return cmd_check(n, v);
-    if (!strcmp(c, "map"))
-        return cmd_map(n, v);
-    if (!strcmp(c, "convert"))
-        return cmd_convert(n, v);
-    if (!strcmp(c, "write"))
-        return cmd_write(n, v);
-    if (!strcmp(c, "read"))
-        return cmd_read(n, v);
+    static const struct {
+        const char *name;
+        int (*run)(int, char **);
+    } cmds[] = {
+        {"create", cmd_create}, {"info", cmd_info},       {"snapshot", cmd_snapshot}, {"rollback", cmd_rollback},
+        {"rebase", cmd_rebase}, {"commit", cmd_commit},   {"check", cmd_check},       {"map", cmd_map},
+        {"convert", cmd_convert}, {"write", cmd_write},   {"read", cmd_read},
+    };
+    for (size_t k = 0; k < sizeof cmds / sizeof cmds[0]; k++)
+        if (!strcmp(c, cmds[k].name))
+            return cmds[k].run(n, v);
     die_usage("unknown command '%s'", c);
 }
