@@ -336,6 +336,7 @@ static void fail_fault(pcow_runtime *rt, struct rt_thread *th, uint8_t *page, in
 static void *pool_main(void *arg)
 {
     pcow_runtime *rt = arg;
+    pthread_setname_np(pthread_self(), "pcow-prealloc");
     /* Background work at a low weight (nice 10), not SCHED_IDLE: measured here, an idle-class
      * thread starved as soon as any other process was runnable (70-95% pool misses under the
      * load of a shared 2-core host), and each miss costs a foreground fallocate + persist. At
@@ -741,6 +742,7 @@ static void *handler_main(void *arg)
 {
     struct rt_thread *th = arg;
     pcow_runtime *rt = th->rt;
+    pthread_setname_np(pthread_self(), "pcow-fault"); /* visible in top/perf inside QEMU */
     while (!atomic_load(&rt->stop)) {
         drain_deferred(rt, th);
         struct pollfd p[2] = {{.fd = rt->uffd, .events = POLLIN}, {.fd = rt->evfd, .events = POLLIN}};
