@@ -14,7 +14,9 @@
 #include <setjmp.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <sched.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 
@@ -451,6 +453,76 @@ static void t_l2_enospc(void)
     check_image_clean("l2full.img");
 }
 
+/* Pre-allocation on a file system that fills up: the pool thread claims a batch, allocates
+ * what fits, hands those clusters out and retries the rest later without claiming a new batch
+ * per attempt (a full disk must not make the file grow); the image stays clean. Needs a small
+ * tmpfs: mounted in a private mount namespace (root), skipped otherwise. */
+#define RELIEF_MAX 2 /* pool clusters the runtime gives back to the file system at once */
+static void t_prealloc_full_fs(void)
+{
+    char mnt[512];
+    path_of(mnt, sizeof mnt, "smallfs");
+    CHECK(mkdir(mnt, 0700) == 0, "mkdir %s: %s", mnt, strerror(errno));
+    if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+        mount("tmpfs", mnt, "tmpfs", 0, "size=1m") < 0) {
+        printf("     skipped: cannot mount a small tmpfs here (%s; needs root)\n", strerror(errno));
+        return;
+    }
+    const uint64_t C = 64 * KiB;
+    create_image("smallfs/full.img", 64 * MiB, (uint32_t)C, NULL, 0);
+    char p[512];
+    path_of(p, sizeof p, "smallfs/full.img");
+    struct stat sb0, sb;
+    CHECK(stat(p, &sb0) == 0, "stat");
+    struct pcow_runtime_opts o = {.prealloc_depth = 32}; /* 2 MiB: more than the file system holds */
+    pcow_runtime *rt = map_image("smallfs/full.img", &o);
+    struct pcow_runtime_stats st;
+    for (int i = 0; i < 2000; i++) { /* the first (partial) batch */
+        pcow_runtime_get_stats(rt, &st);
+        if (st.pool_ready > 0)
+            break;
+        usleep(1000);
+    }
+    usleep(300 * 1000); /* ~6 retries of the rest */
+    pcow_runtime_get_stats(rt, &st);
+    CHECK(stat(p, &sb) == 0, "stat");
+    CHECK(st.pool_ready > 0 && st.pool_ready < 32, "pool_ready %" PRIu64 " (expected a partial batch)",
+          st.pool_ready);
+    CHECK((uint64_t)sb.st_size <= (uint64_t)sb0.st_size + 32 * C + C,
+          "file grew from %lld to %lld bytes: a batch claimed per retry?", (long long)sb0.st_size,
+          (long long)sb.st_size);
+    /* Write a cluster after another until the space runs out: the first expansion needs an L2
+     * table too, which the full file system can only give after the runtime hands pool
+     * clusters back; the end is a memory error with a message, never a hang. */
+    uint64_t ready = st.pool_ready;
+    uint8_t *m = pcow_runtime_addr(rt);
+    struct sigaction sa = {.sa_handler = on_bus};
+    sigaction(SIGBUS, &sa, NULL);
+    got_sig = 0;
+    volatile uint64_t n = 0;
+    if (sigsetjmp(jb, 1) == 0)
+        for (; n < 64; n++)
+            m[n * C + 5] = (uint8_t)(n + 1);
+    signal(SIGBUS, SIG_DFL);
+    CHECK(got_sig == SIGBUS, "no memory error after %" PRIu64 " clusters on a 1 MiB file system", (uint64_t)n);
+    CHECK(strstr(pcow_runtime_errmsg(rt), "No space left"), "message: %s", pcow_runtime_errmsg(rt));
+    CHECK(n + RELIEF_MAX >= ready, "only %" PRIu64 " clusters written with %" PRIu64 " pre-allocated",
+          (uint64_t)n, ready);
+    pcow_runtime_get_stats(rt, &st);
+    printf("     1 MiB tmpfs: %" PRIu64 " clusters pre-allocated, %" PRIu64 " written before ENOSPC\n", ready,
+           (uint64_t)n);
+    CHECK(st.errors == 1, "errors %" PRIu64, st.errors);
+    unmap(rt);
+    pcow_image *img = open_image("smallfs/full.img");
+    for (uint64_t i = 0; i < n; i++) {
+        uint8_t v = 0;
+        CHECK_OK(pcow_read(img, &v, 1, i * C + 5), "%s", pcow_errmsg(img));
+        CHECK(v == (uint8_t)(i + 1), "cluster %" PRIu64 ": %u", i, v);
+    }
+    pcow_close(img, NULL, 0);
+    check_image_clean("smallfs/full.img");
+}
+
 /* ---- 6. 8 threads on the same and on different clusters ---- */
 struct race {
     uint8_t *m;
@@ -871,6 +943,7 @@ int main(int argc, char **argv)
         {"fine-grained COW (4 KiB unit, 64 KiB clusters)", t_fine_cow, 60},
         {"fine-grained COW (4 KiB unit, 2 MiB clusters)", t_fine_cow_2m, 60},
         {"failed L2-table reservation recovers", t_l2_enospc, 60},
+        {"pre-allocation on a full file system", t_prealloc_full_fs, 60},
         {"8 threads: expansion races", t_threads_expand, 60},
         {"8 threads: COW races", t_threads_cow, 60},
         {"8 threads: fine COW races", t_threads_fine_cow, 60},
