@@ -34,6 +34,8 @@
 #define DEFAULT_ALIGN (2ull << 20)
 #define CFR_MIN (16u << 10) /* COW copies from this size use copy_file_range (see copy_lower) */
 
+#define FALLOC_CHUNK (64u * 1024) /* pre-allocation's fallocate unit, see allocate_clusters */
+
 struct rt_thread {
     pcow_runtime *rt;
     pthread_t tid;
@@ -345,8 +347,18 @@ static int allocate_clusters(pcow_runtime *rt, uint64_t addr, uint32_t n, uint32
         uint32_t f;
         uint64_t off;
         pcow_addr_to_file(rt->img, addr + (uint64_t)*got * rt->csize, &f, &off);
-        if (fallocate(rt->fds[f], 0, (off_t)off, (off_t)rt->csize) < 0 && errno != EOPNOTSUPP)
-            return -errno;
+        /* In FALLOC_CHUNK pieces: fallocate holds the file's inode lock for the whole call,
+         * and a fault's entry write (a pwrite to the same file) waits for it. Measured at
+         * 2 MiB clusters (tmpfs): one fallocate per cluster held it ~250 us, and expansion
+         * service p50 with pre-allocation on stayed at that (rwsem_down_write_slowpath). */
+        for (uint64_t c = 0; c < rt->csize; c += FALLOC_CHUNK) {
+            uint64_t l = rt->csize - c < FALLOC_CHUNK ? rt->csize - c : FALLOC_CHUNK;
+            if (fallocate(rt->fds[f], 0, (off_t)(off + c), (off_t)l) < 0) {
+                if (errno == EOPNOTSUPP)
+                    break;
+                return -errno;
+            }
+        }
     }
     return 0;
 }
