@@ -213,6 +213,10 @@ int pcow_reserve(pcow_image *img, uint32_t n, uint64_t *addr);
  * used byte is written with pwrite before anything maps it, e.g. a partial (fine-grained COW)
  * cluster: copying 4 KiB into a 2 MiB cluster need not zero-fill the other 2044 KiB. */
 int pcow_reserve_sparse(pcow_image *img, uint32_t n, uint64_t *addr);
+/* Give n reserved clusters at addr that nothing references back to the file system (holes
+ * punched; zeroed where punching is unsupported). The image does not shrink: allocation stays
+ * append-only. Returns 0 or -errno (addr not a reserved cluster range). */
+int pcow_release(pcow_image *img, uint64_t addr, uint32_t n);
 
 /* Make virtual cluster vc of the active layer point at the reserved cluster addr (whose data
  * the caller has already made durable). partial/bitmap as in pcow_entry (bitmap may be NULL

@@ -492,7 +492,7 @@ static int take_cluster(pcow_runtime *rt, struct rt_thread *th, uint64_t vc, uin
 /* The file system is full while the pool holds clusters: an expansion or COW must not fail
  * with ENOSPC (its L2 table, bitmap record or copied data finding no space) because
  * pre-allocation took the space. Pause pre-allocation and give up to RELIEF pool clusters back
- * to the file system (punched: unreferenced holes, free space for check). True if any. */
+ * to the file system (pcow_release: unreferenced holes, free space for check). True if any. */
 #define RELIEF 2
 static bool relieve_space(pcow_runtime *rt)
 {
@@ -507,12 +507,10 @@ static bool relieve_space(pcow_runtime *rt)
         give[n++] = rt->pool[--rt->pool_n];
     pthread_mutex_unlock(&rt->pool_lock);
     uint32_t freed = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        uint32_t f;
-        uint64_t off;
-        pcow_addr_to_file(rt->img, give[i], &f, &off);
-        freed += fallocate(rt->fds[f], FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)rt->csize) == 0;
-    }
+    pthread_rwlock_wrlock(&rt->img_lock);
+    for (uint32_t i = 0; i < n; i++)
+        freed += pcow_release(rt->img, give[i], 1) == 0;
+    pthread_rwlock_unlock(&rt->img_lock);
     pthread_mutex_unlock(&rt->alloc_lock);
     return freed > 0;
 }

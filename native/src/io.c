@@ -221,6 +221,20 @@ int pcow_reserve(pcow_image *img, uint32_t n, uint64_t *addr)
     return reserve_public(img, n, addr, false);
 }
 
+int pcow_release(pcow_image *img, uint64_t addr, uint32_t n)
+{
+    int r = pcow__check_usable(img);
+    if (r < 0)
+        return r;
+    if (!img->rw)
+        return pcow__err(img, EROFS, "image is open read-only");
+    if (addr % img->csize || addr + (uint64_t)n * img->csize > img->end || addr + (uint64_t)n * img->csize < addr)
+        return pcow__err(img, EINVAL, "cannot release %u clusters at 0x%llx: not reserved clusters of this image", n,
+                         (unsigned long long)addr);
+    pcow__free_clusters(img, addr, n);
+    return 0;
+}
+
 /* Release clusters nothing references any more: punch holes (the file keeps its size, so
  * allocation stays append-only). Where punching is unsupported, zero them so that check
  * does not count them as leaks. Best effort: failures leave leaks, never corruption. */

@@ -940,6 +940,31 @@ static void test_enospc_l2(void)
     CHECK(res.corruptions == 0 && res.leaks == 0);
 }
 
+/* pcow_release gives a reserved, unreferenced cluster back (a hole: not a leak for check) and
+ * refuses anything that is not a reserved cluster range, naming it. */
+static void test_release(void)
+{
+    CHECK(mk("rel.img", 1 << 20, 4096, NULL) == 0);
+    pcow_image *img = op("rel.img", PCOW_OPEN_RDWR);
+    CHECK(img);
+    static uint8_t A[4096];
+    pattern(A, sizeof A, 7);
+    uint64_t a;
+    CHECKR(pcow_reserve(img, 2, &a), img);
+    struct pcow_stripe s;
+    pcow_stripe_get(img, 0, &s);
+    CHECK(pwrite(s.fd, A, 4096, (off_t)a) == 4096); /* would be a leak */
+    CHECK(pcow_release(img, a + 1, 1) == -EINVAL);
+    CHECK(strstr(pcow_errmsg(img), "not reserved clusters"));
+    CHECK(pcow_release(img, a, 3) == -EINVAL); /* beyond the image end */
+    CHECKR(pcow_release(img, a, 2), img);
+    CHECKR(pcow_write(img, A, 4096, 0), img); /* still usable */
+    pcow_close(img, NULL, 0);
+    struct pcow_check_result res;
+    CHECK(check_img("rel.img", 0, 0, &res) == 0);
+    CHECK(res.leaks == 0 && res.corruptions == 0);
+}
+
 static void test_leaks_and_repair(void)
 {
     CHECK(mk("leak.img", 1 << 20, 4096, NULL) == 0);
@@ -1270,6 +1295,7 @@ static const struct test tests[] = {
     {"corrupt_bitmap_records", test_corrupt_bitmap_records},
     {"enospc_l2", test_enospc_l2},
     {"leaks_and_repair", test_leaks_and_repair},
+    {"release", test_release},
     {"striping", test_striping},
     {"map", test_map},
     {"crash_states", test_crash_states},
