@@ -1162,12 +1162,16 @@ struct conc {
     int fd;
     volatile int done;
     int bad, seen;
+    uint64_t nvc;    /* clusters the reader looks up */
+    uint32_t units;  /* > 1: check each owned sub-unit of partial entries (stride 4 KiB) only */
 };
+/* Lock-free lookups while one thread writes: every cluster (or owned sub-unit) a lookup sees
+ * must already hold its data, byte vc + 1. */
 static void *conc_reader(void *arg)
 {
     struct conc *c = arg;
     while (!__atomic_load_n(&c->done, __ATOMIC_ACQUIRE)) {
-        for (uint64_t vc = 0; vc < 256; vc++) {
+        for (uint64_t vc = 0; vc < c->nvc; vc++) {
             struct pcow_mapping m;
             if (pcow_lookup(c->img, vc, &m) < 0) {
                 c->bad++;
@@ -1175,59 +1179,10 @@ static void *conc_reader(void *arg)
             }
             if (m.depth != 0)
                 continue;
-            uint8_t b = 0;
-            if (pread(c->fd, &b, 1, (off_t)m.file_off) != 1 || b != (uint8_t)(vc + 1))
-                c->bad++;
-            c->seen++;
-        }
-    }
-    return NULL;
-}
-
-static void test_concurrent_lookup(void)
-{
-    CHECK(mk("conc.img", 1 << 20, 4096, NULL) == 0);
-    struct conc c = {0};
-    c.img = op("conc.img", PCOW_OPEN_RDWR);
-    CHECK(c.img);
-    struct pcow_stripe s;
-    CHECK(pcow_stripe_get(c.img, 0, &s) == 0);
-    c.fd = s.fd;
-    pthread_t th;
-    CHECK(pthread_create(&th, NULL, conc_reader, &c) == 0);
-    uint8_t buf[4096];
-    int werr = 0;
-    for (uint64_t vc = 0; vc < 256; vc++) {
-        memset(buf, (int)(vc + 1), sizeof buf);
-        if (pcow_write(c.img, buf, sizeof buf, vc * 4096) < 0)
-            werr++;
-    }
-    __atomic_store_n(&c.done, 1, __ATOMIC_RELEASE);
-    pthread_join(th, NULL);
-    pcow_close(c.img, NULL, 0);
-    CHECK(werr == 0);
-    CHECK(c.bad == 0);
-}
-
-/* Lock-free lookups of partial entries whose bitmaps live in records, while one writer adds
- * partial entries (new records) and then more sub-units (records updated in place): every
- * sub-unit a lookup sees as owned must already hold the written data. */
-static void *conc_rec_reader(void *arg)
-{
-    struct conc *c = arg;
-    while (!__atomic_load_n(&c->done, __ATOMIC_ACQUIRE)) {
-        for (uint64_t vc = 0; vc < 128; vc++) {
-            struct pcow_mapping m;
-            if (pcow_lookup(c->img, vc, &m) < 0) {
-                c->bad++;
-                continue;
-            }
-            if (m.depth != 0)
-                continue;
-            for (uint32_t k = 0; k < 2; k++) {
-                uint8_t b = 0;
-                if (!m.partial || !pcow_bitmap_test(&m.bitmap, k))
+            for (uint32_t k = 0; k < c->units; k++) {
+                if (c->units > 1 && (!m.partial || !pcow_bitmap_test(&m.bitmap, k)))
                     continue;
+                uint8_t b = 0;
                 if (pread(c->fd, &b, 1, (off_t)(m.file_off + k * 4096)) != 1 || b != (uint8_t)(vc + 1))
                     c->bad++;
                 c->seen++;
@@ -1237,23 +1192,60 @@ static void *conc_rec_reader(void *arg)
     return NULL;
 }
 
+/* Start the reader on c->img's first stripe file. */
+static void conc_start(struct conc *c, pthread_t *th)
+{
+    struct pcow_stripe s;
+    CHECK(pcow_stripe_get(c->img, 0, &s) == 0);
+    c->fd = s.fd;
+    CHECK(pthread_create(th, NULL, conc_reader, c) == 0);
+}
+
+/* Stop the reader, close the image, and require no write error and no bad read. */
+static void conc_finish(struct conc *c, pthread_t th, int werr)
+{
+    __atomic_store_n(&c->done, 1, __ATOMIC_RELEASE);
+    pthread_join(th, NULL);
+    pcow_close(c->img, NULL, 0);
+    CHECK(werr == 0);
+    CHECK(c->bad == 0);
+}
+
+static void test_concurrent_lookup(void)
+{
+    CHECK(mk("conc.img", 1 << 20, 4096, NULL) == 0);
+    struct conc c = {.nvc = 256, .units = 1};
+    c.img = op("conc.img", PCOW_OPEN_RDWR);
+    CHECK(c.img);
+    pthread_t th;
+    conc_start(&c, &th);
+    uint8_t buf[4096];
+    int werr = 0;
+    for (uint64_t vc = 0; vc < 256; vc++) {
+        memset(buf, (int)(vc + 1), sizeof buf);
+        if (pcow_write(c.img, buf, sizeof buf, vc * 4096) < 0)
+            werr++;
+    }
+    conc_finish(&c, th, werr);
+}
+
+/* Lock-free lookups of partial entries whose bitmaps live in records, while one writer adds
+ * partial entries (new records) and then more sub-units (records updated in place): every
+ * sub-unit a lookup sees as owned must already hold the written data. */
 static void test_concurrent_lookup_records(void)
 {
     struct pcow_create_opts o = {.virtual_size = 1 << 20, .cluster_size = 8192, .subunit_size = 4096, .bitmap_records = true};
     char err[512];
     CHECK(pcow_create(P("concr.img"), &o, err, sizeof err) == 0);
-    struct conc c = {0};
+    struct conc c = {.nvc = 128, .units = 2};
     c.img = op("concr.img", PCOW_OPEN_RDWR | PCOW_OPEN_FINE_COW);
     CHECK(c.img);
     static uint8_t base[128 * 8192];
     memset(base, 0xee, sizeof base);
     CHECKR(pcow_write(c.img, base, sizeof base, 0), c.img);
     CHECKR(pcow_snapshot_create(c.img, "s"), c.img);
-    struct pcow_stripe s;
-    CHECK(pcow_stripe_get(c.img, 0, &s) == 0);
-    c.fd = s.fd;
     pthread_t th;
-    CHECK(pthread_create(&th, NULL, conc_rec_reader, &c) == 0);
+    conc_start(&c, &th);
     uint8_t buf[4096];
     int werr = 0;
     for (int k = 1; k >= 0; k--) {
@@ -1263,11 +1255,7 @@ static void test_concurrent_lookup_records(void)
                 werr++;
         }
     }
-    __atomic_store_n(&c.done, 1, __ATOMIC_RELEASE);
-    pthread_join(th, NULL);
-    pcow_close(c.img, NULL, 0);
-    CHECK(werr == 0);
-    CHECK(c.bad == 0);
+    conc_finish(&c, th, werr);
 }
 
 struct test {

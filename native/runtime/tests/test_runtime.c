@@ -253,18 +253,24 @@ static void t_base(void)
     check_image_clean("over.img");
 }
 
+/* An image of size bytes, every byte written (pattern 1) and then snapshotted as "s":
+ * everything is lower-layer data for the next mapping. */
+static void create_filled_snapshot(const char *name, uint64_t size, uint32_t csize)
+{
+    create_image(name, size, csize, NULL, 0);
+    pcow_runtime *rt = map_image(name, NULL);
+    fill(pcow_runtime_addr(rt), 0, size, 1);
+    CHECK_OK(pcow_runtime_snapshot(rt, "s"), "%s", pcow_runtime_errmsg(rt));
+    unmap(rt);
+}
+
 /* ---- 5. fine-grained COW: a 4 KiB unit at 64 KiB clusters, persisted and read back ---- */
 static void t_fine_cow(void)
 {
-    create_image("fine.img", 4 * MiB, 64 * KiB, NULL, 0);
-    pcow_runtime *rt = map_image("fine.img", NULL);
-    uint8_t *m = pcow_runtime_addr(rt);
-    fill(m, 0, 4 * MiB, 1);
-    CHECK_OK(pcow_runtime_snapshot(rt, "s"), "%s", pcow_runtime_errmsg(rt));
-    unmap(rt);
+    create_filled_snapshot("fine.img", 4 * MiB, 64 * KiB);
     struct pcow_runtime_opts o = {.cow_unit = 4096};
-    rt = map_image("fine.img", &o);
-    m = pcow_runtime_addr(rt);
+    pcow_runtime *rt = map_image("fine.img", &o);
+    uint8_t *m = pcow_runtime_addr(rt);
     const uint64_t c = 5 * 64 * KiB;
     volatile uint8_t rd = m[c + 30000]; /* lower data placed write-protected */
     (void)rd;
@@ -338,19 +344,14 @@ static void on_bus(int sig)
 static void t_fine_cow_2m(void)
 {
     pcow_image *img;
-    create_image("fine2m.img", 8 * MiB, 2 * MiB, NULL, 0);
-    pcow_runtime *rt = map_image("fine2m.img", NULL);
-    uint8_t *m = pcow_runtime_addr(rt);
-    fill(m, 0, 8 * MiB, 1);
-    CHECK_OK(pcow_runtime_snapshot(rt, "s"), "%s", pcow_runtime_errmsg(rt));
-    unmap(rt);
+    create_filled_snapshot("fine2m.img", 8 * MiB, 2 * MiB);
     char p[512];
     path_of(p, sizeof p, "fine2m.img");
     struct stat sb0, sb1;
     CHECK(stat(p, &sb0) == 0, "stat");
     struct pcow_runtime_opts o = {.cow_unit = 4096};
-    rt = map_image("fine2m.img", &o);
-    m = pcow_runtime_addr(rt);
+    pcow_runtime *rt = map_image("fine2m.img", &o);
+    uint8_t *m = pcow_runtime_addr(rt);
     const uint64_t c = 2 * MiB; /* cluster 1 */
     /* units 0, 63, 64 (word boundary) and 511 (last) */
     const uint64_t offs[] = {5, 63 * 4 * KiB + 4000, 64 * 4 * KiB + 1, 2 * MiB - 3};
