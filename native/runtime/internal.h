@@ -51,4 +51,112 @@ int rt_uffd_copy(int uffd, void *dst, const void *src, uint64_t len, uint64_t mo
 int rt_uffd_wake(int uffd, void *addr, uint64_t len);
 int rt_uffd_poison(int uffd, void *addr, uint64_t len);
 
+
+/* ---- the runtime object (runtime.c), shared by fault.c, prealloc.c, swap.c ---- */
+#include <stdbool.h>
+#include <sys/mman.h>
+
+#ifndef MAP_SHARED_VALIDATE
+#define MAP_SHARED_VALIDATE 0x03
+#endif
+#ifndef MAP_SYNC
+#define MAP_SYNC 0x80000
+#endif
+
+#define NCLOCK 1024         /* striped per-cluster locks */
+#define MAX_THREADS 64
+#define DEFAULT_ALIGN (2ull << 20)
+#define CFR_MIN (16u << 10) /* COW copies from this size use copy_file_range (see copy_lower) */
+
+#define FALLOC_CHUNK (64u * 1024) /* pre-allocation's fallocate unit, see allocate_clusters */
+
+struct rt_thread {
+    pcow_runtime *rt;
+    pthread_t tid;
+    uint8_t *buf; /* one cluster of scratch */
+    char msg[600]; /* detail of the fault being served when it fails */
+};
+
+struct pcow_runtime {
+    pcow_image *img;
+    bool own_img;
+    uint8_t *base;
+    uint64_t vsize, len, csize, ssize, unit, fill, nclusters, page;
+    pcow_bitmap full_bits;
+    uint32_t nsub, nfiles;
+    int fds[PCOW_MAX_STRIPES];
+    int uffd, evfd, eof_fd;
+    uint64_t features;
+    bool poison, dax;
+    bool mem_fs; /* every stripe file is on tmpfs/ramfs: persistence points are no-ops */
+    int map_flags;
+    uint64_t max_map;
+
+    pthread_rwlock_t img_lock; /* pcow_image: write = any change, read = pcow_read */
+    pthread_rwlock_t epoch;    /* read = serving a fault; write = swapping the range */
+    pthread_mutex_t switch_lock;
+    pthread_mutex_t clocks[NCLOCK];
+
+    pthread_mutex_t defer_lock;
+    struct uffd_msg *defer;
+    size_t ndefer, capdefer;
+    _Atomic size_t ndefer_hint;
+
+    _Atomic bool stop;
+    uint32_t nthreads;
+    struct rt_thread th[MAX_THREADS];
+
+    /* pre-allocation */
+    uint32_t depth;
+    pthread_mutex_t pool_lock;
+    pthread_cond_t pool_cv;
+    pthread_mutex_t alloc_lock; /* held by the pool thread while it allocates, by relieve_space */
+    _Atomic bool pool_paused;   /* the file system ran full: no pre-allocation until an expansion
+                                   finds space again */
+    uint64_t *pool;
+    uint32_t pool_n;
+    bool pool_stop, pool_running;
+    pthread_t pool_tid;
+
+    uint8_t *zero;
+
+    _Atomic uint64_t c_faults, c_read_zero, c_read_lower, c_expansions, c_cows, c_cow_bytes, c_wp, c_stale,
+        c_deferred, c_errors, c_pool_hits, c_pool_misses, c_pool_refills, c_populated, c_mmaps;
+    struct rt_hist h_fault, h_exp, h_cow, h_read;
+
+    pthread_mutex_t err_lock;
+    char err[1024];
+    char errcopy[1024];
+};
+
+#define INC(x) atomic_fetch_add_explicit(&rt->x, 1, memory_order_relaxed)
+#define ADD(x, n) atomic_fetch_add_explicit(&rt->x, (n), memory_order_relaxed)
+
+/* runtime.c */
+int rt_err(pcow_runtime *rt, int e, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int rt_persist_files(pcow_runtime *rt);
+/* Map [at, at+len) of the range from the image at logical address addr (inside one stripe unit). */
+int rt_map_file(pcow_runtime *rt, uint8_t *at, uint64_t len, uint64_t addr);
+int rt_map_extents(pcow_runtime *rt);
+int rt_new_placeholder(pcow_runtime *rt, uint64_t align, uint8_t **out);
+/* fault.c */
+void *rt_handler_main(void *arg);
+/* prealloc.c */
+void *rt_pool_main(void *arg);
+int rt_take_cluster(pcow_runtime *rt, struct rt_thread *th, uint64_t vc, uint64_t *addr, bool sparse);
+bool rt_relieve_space(pcow_runtime *rt);
+
+/* Runs of set bits of the image's sub-unit bitmap, called as fn(first, count). */
+#define FOR_RUNS(bits, nsub, first, cnt, body)                                                      \
+    for (uint32_t first = 0; first < (nsub); first++) {                                              \
+        if (!pcow_bitmap_test(&(bits), first))                                                       \
+            continue;                                                                                \
+        uint32_t cnt = 1;                                                                            \
+        while (first + cnt < (nsub) && pcow_bitmap_test(&(bits), first + cnt))                       \
+            cnt++;                                                                                   \
+        body;                                                                                        \
+        first += cnt;                                                                                \
+    }
+
+
 #endif
