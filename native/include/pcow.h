@@ -144,6 +144,12 @@ struct pcow_info {
 /* Fill *out. Cannot fail. */
 void pcow_get_info(const pcow_image *img, struct pcow_info *out);
 
+/* Is the image open read-write by another open file description (its exclusive OFD lock)?
+ * Useful after a PCOW_OPEN_NO_LOCK open, where the DIRTY flag alone cannot tell a running
+ * writer from an unclean close. Returns 1 (in use; *pid = the holder's PID, or -1 when it
+ * cannot be found, e.g. without permission to read /proc/PID/fdinfo), 0 (not) or -errno. */
+int pcow_in_use(const pcow_image *img, int *pid);
+
 struct pcow_layer_info {
     uint32_t id;
     uint32_t parent_id;             /* 0 = bottom layer (reads fall through to the base) */

@@ -38,8 +38,8 @@ get64() { od -An -t u8 -j "$2" -N 8 "$1" | tr -d ' '; }
 
 # ---- help / usage errors
 run "$IMG" help; expect_rc "help exits 0" 0; expect_in "help lists commands" "$out" "rebase [-u] -b BASE"
-run "$IMG" frobnicate; expect_rc "unknown command exits 1" 1; expect_in "unknown command named" "$err" "unknown command 'frobnicate'"
-run "$IMG" create x.img 12Q; expect_rc "bad size exits 1" 1; expect_in "bad size named" "$err" "invalid size '12Q'"
+run "$IMG" frobnicate; expect_rc "unknown command exits 2 (usage)" 2; expect_in "unknown command named" "$err" "unknown command 'frobnicate'"
+run "$IMG" create x.img 12Q; expect_rc "bad size exits 2 (usage)" 2; expect_in "bad size named" "$err" "invalid size '12Q'"
 
 # ---- create (paper form) + info
 run "$IMG" create 64 128 x.img; expect_rc "create 64 128 x.img" 0
