@@ -562,10 +562,12 @@ static void drop_mark(pcow_image *img, uint64_t addr)
         img->dropmap[c / 8] |= (uint8_t)(1u << (c % 8));
 }
 
-/* check: the L2 table at a was dropped; it and the data clusters it names are not leaks. */
+/* check: the L2 table at a was dropped; it and the data clusters it names are not leaks (a
+ * misaligned reference counts for the cluster it points into). */
 static void drop_table(pcow_image *img, uint64_t a)
 {
-    if (!img->dropmap || a % img->csize || a > MAX_VIRTUAL_SIZE * 4 || !pcow__in_file(img, a, img->csize))
+    a &= ~(img->csize - 1);
+    if (!img->dropmap || a < img->csize || a > MAX_VIRTUAL_SIZE * 4 || !pcow__in_file(img, a, img->csize))
         return;
     drop_mark(img, a);
     uint8_t *lb = malloc(img->csize);
@@ -579,7 +581,7 @@ static void drop_table(pcow_image *img, uint64_t a)
 /* check: the L1 table of L was dropped; so are the tables it names. */
 static void drop_l1(pcow_image *img, const struct layer *L)
 {
-    if (!img->dropmap || L->l1_off % img->csize || L->l1_off > MAX_VIRTUAL_SIZE * 4 ||
+    if (!img->dropmap || L->l1_off % img->csize || L->l1_off < img->csize || L->l1_off > MAX_VIRTUAL_SIZE * 4 ||
         !pcow__in_file(img, L->l1_off, img->l1n * 8))
         return;
     uint8_t *b = malloc(img->l1n ? img->l1n * 8 : 1);
