@@ -413,7 +413,7 @@ static void info_json(FILE *o, pcow_image *img, const char *name)
             in.version, in.virtual_size, in.virtual_size, in.cluster_size, in.cluster_size, in.subunit_size, in.clusters,
             in.allocated_clusters, in.total_data_clusters, in.file_size, in.file_size, in.image_end,
             in.dirty ? "true" : "false", in.dirty ? "true" : "false", in.generation, in_use == 1 ? "true" : "false",
-            in_use == 1 ? pid : 0);
+            in_use == 1 && pid > 0 ? pid : 0);
     features_json(o, &in);
     fprintf(o, ",\n  \"stripes\": {\"count\": %u, \"unit\": %" PRIu64 ", \"files\": [", in.stripe_count, in.stripe_unit);
     for (uint32_t i = 0; i < in.stripe_count; i++) {
