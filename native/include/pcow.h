@@ -97,11 +97,17 @@ int pcow_create(const char *path, const struct pcow_create_opts *opts, char *err
 #define PCOW_OPEN_RDWR        0x01u /* read-write; takes an exclusive OFD lock (else shared) */
 #define PCOW_OPEN_NO_BASE     0x02u /* do not open the base chain (reads of unallocated data fail) */
 #define PCOW_OPEN_NO_LOCK     0x04u /* take no lock (like qemu-img -U); read-only opens only */
-#define PCOW_OPEN_UNSAFE_BASE 0x08u /* allow absolute base paths and ".." (default: refuse) */
+#define PCOW_OPEN_UNSAFE_BASE 0x08u /* allow absolute base paths and "..", and stripe files that are
+                                       symlinks leading out of the image's directory (default:
+                                       refuse; pcow_check with repair refuses the latter anyway) */
 #define PCOW_OPEN_FINE_COW    0x10u /* pcow_write copies only the touched sub-units on COW */
 
 /* Open an image and (unless NO_BASE) its base chain, validating header, layer directory, every
  * table entry (range, alignment, overlap) and the base chain (loops, depth, path policy).
+ * The image, its stripe files and its bases must be regular files (-EINVAL naming the file
+ * otherwise; opened O_NONBLOCK and checked before any read, so a FIFO never blocks); stripe
+ * files and bases are resolved beneath the image's directory (-EPERM naming the option that
+ * allows it). A current header slot of a newer format version: -ENOTSUP with the reason.
  * A second read-write open of an image locked by another open file description fails with
  * -EAGAIN and "x.img: image is locked by another process (...)".
  * On success *out owns the image; release it with pcow_close(). */
@@ -143,6 +149,12 @@ struct pcow_info {
 };
 /* Fill *out. Cannot fail. */
 void pcow_get_info(const pcow_image *img, struct pcow_info *out);
+
+/* Is the image open read-write by another open file description (its exclusive OFD lock)?
+ * Useful after a PCOW_OPEN_NO_LOCK open, where the DIRTY flag alone cannot tell a running
+ * writer from an unclean close. Returns 1 (in use; *pid = the holder's PID, or -1 when it
+ * cannot be found, e.g. without permission to read /proc/PID/fdinfo), 0 (not) or -errno. */
+int pcow_in_use(const pcow_image *img, int *pid);
 
 struct pcow_layer_info {
     uint32_t id;
@@ -240,11 +252,14 @@ int pcow_alloc_cluster(pcow_image *img, uint64_t vc, bool fine, const pcow_bitma
 int pcow_read(pcow_image *img, void *buf, uint64_t len, uint64_t off);
 int pcow_write(pcow_image *img, const void *buf, uint64_t len, uint64_t off);
 
-/* Snapshots. Names are 1..64 bytes, no NUL, unique. A snapshot freezes the active layer and
- * starts a new empty active layer on top (O(1)). */
+/* Snapshots. Names are 1..64 bytes, no NUL, unique, and not made only of ASCII digits (such
+ * keys select by id). A snapshot freezes the active layer and starts a new empty active layer
+ * on top (O(1)). */
 int pcow_snapshot_create(pcow_image *img, const char *name);
-/* Delete a snapshot by name or decimal id: its clusters are merged into the layers that read
- * through it, the rest freed (holes punched). */
+/* name_or_id below: a key made only of ASCII digits is a layer id, any other key a name, so a
+ * key never matches two layers; the active layer is never selected.
+ * Delete a snapshot: its clusters are merged into the layers that read through it, the rest
+ * freed (holes punched). */
 int pcow_snapshot_delete(pcow_image *img, const char *name_or_id);
 /* Rollback (apply): discard the active layer and start a new empty one on top of the snapshot. */
 int pcow_snapshot_apply(pcow_image *img, const char *name_or_id);

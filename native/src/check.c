@@ -69,20 +69,40 @@ int pcow_check(const char *path, unsigned flags, unsigned repair, struct pcow_ch
         pcow__copyerr(err, errlen, "out of memory");
         return -ENOMEM;
     }
+    uint64_t dropped = 0;
     if (ck.dir_ok) {
         for (uint64_t c = 0; c < img->refmap_n; c++) {
             if (img->refmap[c / 8] & (1u << (c % 8))) {
                 last_ref = c;
                 continue;
             }
+            if (img->dropmap[c / 8] & (1u << (c % 8))) {
+                /* named by an entry or table reported as corrupt: not a separate leak */
+                dropped++;
+                last_ref = c;
+                continue;
+            }
             unref++;
+            /* the file may end inside this cluster (a truncated image, a crash-left tail) */
+            uint32_t f;
+            uint64_t off;
+            pcow__addr(img, c * img->csize, &f, &off);
+            uint64_t have = off >= img->fsize[f] ? 0 : img->fsize[f] - off;
+            if (have == 0)
+                continue;
+            if (have < img->csize) {
+                res->leaks++;
+                say(&ck, "leak", "%s: leaked cluster at offset 0x%llx (%s ends 0x%llx bytes into it: an unaligned tail)",
+                    path, (unsigned long long)(c * img->csize), img->fpath[f], (unsigned long long)have);
+                continue;
+            }
             if (img->nfiles == 1) {
                 /* holes (punched or never written) are free space, not leaks */
                 off_t d = lseek(img->fd[0], (off_t)(c * img->csize), SEEK_DATA);
                 if ((d < 0 && errno == ENXIO) || (d >= 0 && (uint64_t)d >= (c + 1) * img->csize))
                     continue;
             }
-            if (pcow__pread(img, buf, img->csize, c * img->csize) < 0) {
+            if (pcow__pread_for(img, buf, img->csize, c * img->csize, "an unreferenced cluster") < 0) {
                 res->check_errors++;
                 say(&ck, "error", "%s", img->err);
                 continue;
@@ -133,13 +153,23 @@ int pcow_check(const char *path, unsigned flags, unsigned repair, struct pcow_ch
                 i++;
         }
     }
+    if (dropped)
+        say(&ck, "info", "%s: %llu cluster(s) named only by entries or tables reported as corrupt above are not counted as leaks",
+            path, (unsigned long long)dropped);
     res->image_end_offset = img->end;
-    if ((repair & PCOW_REPAIR_LEAKS) && ck.dir_ok && (unref || nleak_recs)) {
-        if (res->corruptions) {
+    /* corruptions -r all repairs (damaged header slot, non-zero header cluster tail) do not
+     * stop the leak repair of the same run: one run converges */
+    uint64_t hdr_bad = (uint64_t)img->slot_damaged[0] + img->slot_damaged[1] + img->hdr_tail_bad;
+    uint64_t hdr_fixable = (repair & PCOW_REPAIR_ALL) == PCOW_REPAIR_ALL ? hdr_bad : 0;
+    bool unaligned = false;
+    for (uint32_t f = 0; f < img->nfiles; f++)
+        unaligned |= img->fsize[f] % img->csize != 0;
+    if ((repair & PCOW_REPAIR_LEAKS) && ck.dir_ok && (unref || nleak_recs || unaligned)) {
+        if (res->corruptions > hdr_fixable) {
             say(&ck, "info", "%s: not repairing leaks while the image has corruptions (their clusters may be data)", path);
         } else {
             for (uint64_t c = 1; c < last_ref; c++)
-                if (!(img->refmap[c / 8] & (1u << (c % 8))))
+                if (!(img->refmap[c / 8] & (1u << (c % 8))) && !(img->dropmap[c / 8] & (1u << (c % 8))))
                     pcow__free_clusters(img, c * img->csize, 1);
             static const uint8_t z[BM_REC_SIZE];
             for (size_t i = 0; i < nleak_recs; i++)
@@ -157,18 +187,43 @@ int pcow_check(const char *path, unsigned flags, unsigned repair, struct pcow_ch
                     img->fsize[f] = fs;
                     img->size_changed[f] = true;
                 }
+                /* a stripe file ending inside a cluster before the end: pad it to the boundary */
+                uint64_t up = (img->fsize[f] + img->csize - 1) / img->csize * img->csize;
+                if (up != img->fsize[f]) {
+                    if (ftruncate(img->fd[f], (off_t)up) < 0) {
+                        res->check_errors++;
+                        say(&ck, "error", "%s: cannot extend %s to a cluster boundary: %s", path, img->fpath[f], strerror(errno));
+                    } else {
+                        img->fsize[f] = up;
+                        img->size_changed[f] = true;
+                    }
+                }
             }
             img->end = ne;
             res->image_end_offset = ne;
             res->leaks_fixed = res->leaks;
             res->leaks = 0;
-            pcow__persist_all(img);
+            if (pcow__persist_all(img) < 0) {
+                res->check_errors++;
+                say(&ck, "error", "%s", img->err);
+            }
         }
     }
-    uint64_t hdr_bad = !img->slot_valid[0] + !img->slot_valid[1];
     bool rewrite = false;
-    if ((repair & PCOW_REPAIR_ALL) == PCOW_REPAIR_ALL && hdr_bad && res->corruptions == hdr_bad) {
+    if (hdr_fixable && res->corruptions == hdr_fixable) {
         rewrite = true;
+        if (img->hdr_tail_bad) {
+            /* zero the header cluster after the slots (before the slots are rewritten) */
+            uint64_t lim = img->csize < img->fsize[0] ? img->csize : img->fsize[0];
+            memset(buf, 0, img->csize);
+            if (lim > 2 * HDR_SLOT_SIZE && pcow__pwrite(img, buf, lim - 2 * HDR_SLOT_SIZE, 2 * HDR_SLOT_SIZE) < 0) {
+                res->check_errors++;
+                say(&ck, "error", "%s", img->err);
+                rewrite = false;
+            }
+        }
+    }
+    if (rewrite) {
         res->corruptions_fixed = hdr_bad;
         res->corruptions = 0;
     }

@@ -21,23 +21,43 @@ uint32_t pcow_crc32c(uint32_t crc, const void *buf, size_t len)
     return ~crc;
 }
 
+/* Copy src into dst[n]; when it does not fit, keep its start and its end and drop the middle:
+ * nested messages ("a.img: base image 'b.img': b.img: base image ...: <reason>") put the
+ * outermost file first and the reason last, and both matter more than the chain between. */
+void pcow__copyerr(char *dst, size_t n, const char *src)
+{
+    if (!dst || !n)
+        return;
+    size_t l = strlen(src);
+    if (l < n) {
+        memcpy(dst, src, l + 1);
+        return;
+    }
+    static const char mid[] = " [...] ";
+    size_t ml = sizeof mid - 1;
+    if (n < 2 * ml + 2) {
+        snprintf(dst, n, "%s", src);
+        return;
+    }
+    size_t head = (n - 1 - ml) / 4, tail = n - 1 - ml - head;
+    memcpy(dst, src, head);
+    memcpy(dst + head, mid, ml);
+    memcpy(dst + head + ml, src + l - tail, tail);
+    dst[n - 1] = 0;
+}
+
 int pcow__err(pcow_image *img, int e, const char *fmt, ...)
 {
     va_list ap;
-    int n = snprintf(img->err, sizeof img->err, "%s: ", img->path ? img->path : "(image)");
-    if (n < 0 || (size_t)n >= sizeof img->err)
+    char b[8192];
+    int n = snprintf(b, sizeof b, "%s: ", img->path ? img->path : "(image)");
+    if (n < 0 || (size_t)n >= sizeof b)
         n = 0;
     va_start(ap, fmt);
-    vsnprintf(img->err + n, sizeof img->err - (size_t)n, fmt, ap);
+    vsnprintf(b + n, sizeof b - (size_t)n, fmt, ap);
     va_end(ap);
+    pcow__copyerr(img->err, sizeof img->err, b);
     return e > 0 ? -e : e;
-}
-
-void pcow__copyerr(char *dst, size_t n, const char *src)
-{
-    if (dst && n) {
-        snprintf(dst, n, "%s", src);
-    }
 }
 
 /* In strict mode (open) a corruption is an error; while checking it is reported and counted,
@@ -45,7 +65,7 @@ void pcow__copyerr(char *dst, size_t n, const char *src)
 int pcow__corrupt(pcow_image *img, const char *fmt, ...)
 {
     va_list ap;
-    char msg[900];
+    char msg[4096];
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
@@ -53,9 +73,10 @@ int pcow__corrupt(pcow_image *img, const char *fmt, ...)
         return pcow__err(img, EUCLEAN, "%s", msg);
     img->ck->res->corruptions++;
     if (img->ck->msg) {
-        char full[1100];
+        char full[8192], cut[1100];
         snprintf(full, sizeof full, "%s: %s", img->path, msg);
-        img->ck->msg(img->ck->ctx, "corruption", full);
+        pcow__copyerr(cut, sizeof cut, full);
+        img->ck->msg(img->ck->ctx, "corruption", cut);
     }
     return 1;
 }
@@ -124,14 +145,14 @@ int pcow__check_base_path(const char *p, bool allow_unsafe, char *why, size_t wh
     if (allow_unsafe)
         return 0;
     if (p[0] == '/') {
-        snprintf(why, whylen, "base path '%s' is absolute (not allowed without the unsafe-base option)", p);
+        snprintf(why, whylen, "base path '%s' is absolute (allowed only with --unsafe-base-paths; libpcow: PCOW_OPEN_UNSAFE_BASE)", p);
         return -EPERM;
     }
     for (const char *s = p; *s;) {
         const char *e = strchr(s, '/');
         size_t l = e ? (size_t)(e - s) : strlen(s);
         if (l == 2 && s[0] == '.' && s[1] == '.') {
-            snprintf(why, whylen, "base path '%s' escapes the image's directory with '..' (not allowed without the unsafe-base option)", p);
+            snprintf(why, whylen, "base path '%s' escapes the image's directory with '..' (allowed only with --unsafe-base-paths; libpcow: PCOW_OPEN_UNSAFE_BASE)", p);
             return -EPERM;
         }
         s += l;
@@ -139,6 +160,25 @@ int pcow__check_base_path(const char *p, bool allow_unsafe, char *why, size_t wh
             s++;
     }
     return 0;
+}
+
+/* Name of the header field that holds byte off of a slot (for messages). */
+const char *pcow__hdr_field(size_t off)
+{
+    static const struct { size_t end; const char *name; } f[] = {
+        {H_VERSION, "magic"}, {H_HDRSIZE, "version"}, {H_CRC, "header_size"}, {H_SLOT, "header_crc"},
+        {H_GEN, "slot_index"}, {H_INCOMPAT, "generation"}, {H_COMPAT, "incompatible_features"},
+        {H_FLAGS, "compatible_features"}, {H_CBITS, "flags"}, {H_SBITS, "cluster_bits"}, {H_VSIZE, "subunit_bits"},
+        {H_DIROFF, "virtual_size"}, {H_DIRCOUNT, "layer_dir_offset"}, {H_DIRCRC, "layer_dir_count"},
+        {H_ACTIVE, "layer_dir_crc"}, {H_NEXTID, "active_layer_id"}, {H_NSTRIPES, "next_layer_id"},
+        {H_UBITS, "stripe_count"}, {H_BASEFMT, "stripe_unit_bits"}, {H_BASELEN, "base_format"},
+        {H_FIXED_END, "base_path_len"}, {H_BASE, "reserved (112..255)"}, {H_SNAMES, "base_path"},
+        {H_SNAMES_END, "stripe names"}, {HDR_SLOT_SIZE, "reserved (1664..2047)"},
+    };
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+        if (off < f[i].end)
+            return f[i].name;
+    return "beyond the slot";
 }
 
 static int stripe_name_ok(const char *n)
@@ -155,18 +195,24 @@ int pcow__hdr_decode(const uint8_t *b, int slot, struct hdr *h, char *why, size_
         snprintf(why, wl, "bad magic (not a pcow image)");
         return -EINVAL;
     }
-    uint32_t ver = get32(b + H_VERSION);
-    if (ver != PCOW_VERSION) {
-        snprintf(why, wl, "unsupported version %u (this library reads version %d)", ver, PCOW_VERSION);
-        return -ENOTSUP;
-    }
-    if (get32(b + H_HDRSIZE) != HDR_SLOT_SIZE) {
-        snprintf(why, wl, "header size %u is not %u", get32(b + H_HDRSIZE), HDR_SLOT_SIZE);
+    uint32_t ver = get32(b + H_VERSION), hsize = get32(b + H_HDRSIZE);
+    if (all_zero(b + H_VERSION, HDR_SLOT_SIZE - H_VERSION)) {
+        snprintf(why, wl, "the slot holds the magic and nothing else (all %u other bytes are zero)", HDR_SLOT_SIZE - 8);
         return -EINVAL;
     }
-    memcpy(tmp, b, HDR_SLOT_SIZE);
+    if (ver == 0) {
+        snprintf(why, wl, "version field is 0 (damaged: versions start at 1)");
+        return -EINVAL;
+    }
+    /* Every version keeps magic, version, header_size, header_crc, slot_index and generation
+     * where version 1 has them (FORMAT.md), so a newer slot can be told from a damaged one. */
+    if (hsize < H_GEN + 8 || hsize > HDR_SLOT_SIZE || (ver == PCOW_VERSION && hsize != HDR_SLOT_SIZE)) {
+        snprintf(why, wl, "header size %u is not %u", hsize, HDR_SLOT_SIZE);
+        return -EINVAL;
+    }
+    memcpy(tmp, b, hsize);
     memset(tmp + H_CRC, 0, 4);
-    uint32_t crc = pcow_crc32c(0, tmp, HDR_SLOT_SIZE);
+    uint32_t crc = pcow_crc32c(0, tmp, hsize);
     if (crc != get32(b + H_CRC)) {
         snprintf(why, wl, "header checksum mismatch (stored 0x%08x, computed 0x%08x)", get32(b + H_CRC), crc);
         return -EINVAL;
@@ -176,6 +222,10 @@ int pcow__hdr_decode(const uint8_t *b, int slot, struct hdr *h, char *why, size_
         return -EINVAL;
     }
     h->gen = get64(b + H_GEN);
+    if (ver != PCOW_VERSION) {
+        snprintf(why, wl, "unsupported version %u (this library reads version %d)", ver, PCOW_VERSION);
+        return -ENOTSUP;
+    }
     h->incompat = get64(b + H_INCOMPAT);
     h->compat = get64(b + H_COMPAT);
     h->flags = get64(b + H_FLAGS);

@@ -12,6 +12,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <dirent.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -117,6 +119,91 @@ static int lock_fd(int fd, bool excl)
     return 0;
 }
 
+/* Does another open file description hold an OFD lock on fd's file that conflicts with
+ * `type` (F_RDLCK: a writer; F_WRLCK: anyone)? If so, name the holder in who: "PID n" or
+ * "another process". OFD locks report no owner (l_pid is -1 in F_OFD_GETLK and /proc/locks),
+ * so the owner is looked up in /proc/PID/fdinfo, whose "lock:" lines list the locks held
+ * through that descriptor. Returns 1 (locked), 0 (not) or -errno. */
+static int lock_holder(int fd, short type, char *who, size_t n, int *pid_out)
+{
+    snprintf(who, n, "another process");
+    *pid_out = -1;
+    struct flock fl = {.l_type = type, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+    if (fcntl(fd, F_OFD_GETLK, &fl) < 0)
+        return -errno;
+    if (fl.l_type == F_UNLCK)
+        return 0;
+    if (fl.l_pid > 0) { /* a POSIX lock names its owner */
+        *pid_out = fl.l_pid;
+        snprintf(who, n, "PID %d", (int)fl.l_pid);
+        return 1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return 1;
+    char key[80];
+    snprintf(key, sizeof key, " %02x:%02x:%llu ", major(st.st_dev), minor(st.st_dev), (unsigned long long)st.st_ino);
+    DIR *pd = opendir("/proc");
+    if (!pd)
+        return 1;
+    struct dirent *pe;
+    long self = (long)getpid();
+    while ((pe = readdir(pd)) && *pid_out < 0) {
+        char *end;
+        long pid = strtol(pe->d_name, &end, 10);
+        if (*end || pid <= 0 || pid == self)
+            continue;
+        char dp[64];
+        snprintf(dp, sizeof dp, "/proc/%ld/fdinfo", pid);
+        int dfd = open(dp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        DIR *fdd = dfd >= 0 ? fdopendir(dfd) : NULL;
+        if (!fdd) {
+            if (dfd >= 0)
+                close(dfd);
+            continue;
+        }
+        struct dirent *fe;
+        while ((fe = readdir(fdd)) && *pid_out < 0) {
+            if (fe->d_name[0] < '0' || fe->d_name[0] > '9')
+                continue;
+            int f = openat(dfd, fe->d_name, O_RDONLY | O_CLOEXEC);
+            if (f < 0)
+                continue;
+            char b[4096];
+            ssize_t k = read(f, b, sizeof b - 1);
+            close(f);
+            if (k <= 0)
+                continue;
+            b[k] = 0;
+            for (char *l = strstr(b, "lock:"); l; l = strstr(l + 5, "lock:")) {
+                char *nl = strchr(l, '\n');
+                if (nl)
+                    *nl = 0;
+                if (strstr(l, "OFDLCK") && strstr(l, key) && (type == F_WRLCK || strstr(l, "WRITE")))
+                    *pid_out = (int)pid;
+                if (!nl)
+                    break;
+                *nl = '\n';
+            }
+        }
+        closedir(fdd);
+    }
+    closedir(pd);
+    if (*pid_out > 0)
+        snprintf(who, n, "PID %d", *pid_out);
+    return 1;
+}
+
+int pcow_in_use(const pcow_image *img, int *pid)
+{
+    char who[64];
+    int p;
+    int r = lock_holder(img->fd[0], F_RDLCK, who, sizeof who, &p);
+    if (pid)
+        *pid = p;
+    return r;
+}
+
 void pcow__free_layer(pcow_image *img, struct layer *L)
 {
     if (L->l2) {
@@ -152,6 +239,7 @@ void pcow__free(pcow_image *img)
     if (img->dirfd >= 0)
         close(img->dirfd);
     free(img->refmap);
+    free(img->dropmap);
     free(img->bm_free);
     free(img->recs);
     free(img->path);
@@ -241,7 +329,7 @@ static int read_dir(pcow_image *img)
     uint8_t *b = malloc(bytes);
     if (!b)
         return pcow__err(img, ENOMEM, "out of memory");
-    r = pcow__pread(img, b, bytes, img->h.dir_off);
+    r = pcow__pread_for(img, b, bytes, img->h.dir_off, "the layer directory");
     if (r < 0) {
         free(b);
         return r;
@@ -272,9 +360,25 @@ static int read_dir(pcow_image *img)
         bool zero_tail = true;
         for (int k = 104; k < (int)DIR_REC_SIZE; k++)
             zero_tail &= p[k] == 0;
-        if (L->id == 0 || L->id >= img->h.next_id || flags || res || !zero_tail || nl > PCOW_LAYER_NAME_MAX ||
-            L->ctime_nsec >= 1000000000u || L->parent_id >= img->h.next_id || L->parent_id == L->id) {
-            r = pcow__corrupt(img, "layer directory record %u (id %u) has invalid fields", i, L->id);
+        char bad[160] = "";
+        if (L->id == 0 || L->id >= img->h.next_id)
+            snprintf(bad, sizeof bad, "id %u is not in 1..%u (next_layer_id - 1)", L->id, img->h.next_id - 1);
+        else if (L->parent_id == L->id)
+            snprintf(bad, sizeof bad, "parent_id %u is the record's own id", L->parent_id);
+        else if (L->parent_id >= img->h.next_id)
+            snprintf(bad, sizeof bad, "parent_id %u is not below next_layer_id %u", L->parent_id, img->h.next_id);
+        else if (L->ctime_nsec >= 1000000000u)
+            snprintf(bad, sizeof bad, "ctime_nsec %u is not below 10^9", L->ctime_nsec);
+        else if (flags)
+            snprintf(bad, sizeof bad, "flags 0x%x are not 0", flags);
+        else if (nl > PCOW_LAYER_NAME_MAX)
+            snprintf(bad, sizeof bad, "name_len %u exceeds %d", nl, PCOW_LAYER_NAME_MAX);
+        else if (res)
+            snprintf(bad, sizeof bad, "reserved field at byte 36 is 0x%x, not 0", res);
+        else if (!zero_tail)
+            snprintf(bad, sizeof bad, "reserved bytes 104..127 are not zero");
+        if (bad[0] || nl > PCOW_LAYER_NAME_MAX) {
+            r = pcow__corrupt(img, "layer directory record %u (id %u) has an invalid field: %s", i, L->id, bad);
             break;
         }
         memcpy(L->name, p + 40, nl);
@@ -356,7 +460,7 @@ static int load_rec(pcow_image *img, const struct layer *L, uint64_t vc, uint64_
     if (r)
         return r < 0 ? r : 1;
     uint8_t b[BM_REC_SIZE];
-    r = pcow__pread(img, b, BM_REC_SIZE, a);
+    r = pcow__pread_for(img, b, BM_REC_SIZE, a, "a bitmap record");
     if (r < 0)
         return r;
     struct bmrec *rec = malloc(sizeof *rec);
@@ -449,6 +553,48 @@ static int check_recs(pcow_image *img)
     return 0;
 }
 
+/* check: a cluster that only a dropped (invalid) structure references. It is not counted as a
+ * leak (the corruption that dropped its reference is reported) and a repair never frees it. */
+static void drop_mark(pcow_image *img, uint64_t addr)
+{
+    uint64_t c = addr / img->csize;
+    if (img->dropmap && addr % img->csize == 0 && c > 0 && c < img->refmap_n)
+        img->dropmap[c / 8] |= (uint8_t)(1u << (c % 8));
+}
+
+/* check: the L2 table at a was dropped; it and the data clusters it names are not leaks (a
+ * misaligned reference counts for the cluster it points into). */
+static void drop_table(pcow_image *img, uint64_t a)
+{
+    a &= ~(img->csize - 1);
+    if (!img->dropmap || a < img->csize || a > MAX_VIRTUAL_SIZE * 4 || !pcow__in_file(img, a, img->csize))
+        return;
+    drop_mark(img, a);
+    uint8_t *lb = malloc(img->csize);
+    if (lb && pcow__pread(img, lb, img->csize, a) == 0)
+        for (uint64_t k = 0; k < img->l2n; k++)
+            if (g64(lb + k * 16))
+                drop_mark(img, g64(lb + k * 16) & ~(img->csize - 1));
+    free(lb);
+}
+
+/* check: the L1 table of L was dropped; so are the tables it names. */
+static void drop_l1(pcow_image *img, const struct layer *L)
+{
+    if (!img->dropmap || L->l1_off % img->csize || L->l1_off < img->csize || L->l1_off > MAX_VIRTUAL_SIZE * 4 ||
+        !pcow__in_file(img, L->l1_off, img->l1n * 8))
+        return;
+    uint8_t *b = malloc(img->l1n ? img->l1n * 8 : 1);
+    if (b && pcow__pread(img, b, img->l1n * 8, L->l1_off) == 0) {
+        for (uint64_t o = 0; o < img->l1_span; o += img->csize)
+            drop_mark(img, L->l1_off + o);
+        for (uint64_t i = 0; i < img->l1n; i++)
+            if (g64(b + i * 8))
+                drop_table(img, g64(b + i * 8));
+    }
+    free(b);
+}
+
 /* Load and validate one layer's L1 and L2 tables. Invalid entries: error (open) or reported and
  * dropped (check). */
 static int read_tables(pcow_image *img, struct layer *L)
@@ -461,12 +607,14 @@ static int read_tables(pcow_image *img, struct layer *L)
     L->l2 = calloc(img->l1n ? img->l1n : 1, sizeof(uint64_t *));
     if (!L->l1 || !L->l2)
         return pcow__err(img, ENOMEM, "out of memory");
+    if (r > 0)
+        drop_l1(img, L);
     if (r)
         return r < 0 ? r : 0;
     uint8_t *b = malloc(img->l1n * 8 > img->csize ? img->l1n * 8 : img->csize);
     if (!b)
         return pcow__err(img, ENOMEM, "out of memory");
-    r = pcow__pread(img, b, img->l1n * 8, L->l1_off);
+    r = pcow__pread_for(img, b, img->l1n * 8, L->l1_off, "an L1 table");
     for (uint64_t i = 0; r >= 0 && i < img->l1n; i++) {
         uint64_t a = g64(b + i * 8);
         if (!a)
@@ -474,8 +622,10 @@ static int read_tables(pcow_image *img, struct layer *L)
         snprintf(what, sizeof what, "L2 table %llu of layer %u (L1 entry)", (unsigned long long)i, L->id);
         r = ref(img, a, img->csize, what);
         if (r) {
-            if (r > 0)
+            if (r > 0) {
                 r = 0;
+                drop_table(img, a);
+            }
             continue;
         }
         uint64_t *t = malloc(img->csize);
@@ -484,7 +634,7 @@ static int read_tables(pcow_image *img, struct layer *L)
             break;
         }
         uint8_t *lb = (uint8_t *)t;
-        r = pcow__pread(img, lb, img->csize, a);
+        r = pcow__pread_for(img, lb, img->csize, a, "an L2 table");
         if (r < 0) {
             free(t);
             break;
@@ -521,8 +671,10 @@ static int read_tables(pcow_image *img, struct layer *L)
                 r = bad;
                 break;
             }
-            if (bad)
+            if (bad) {
+                drop_mark(img, w0 & ~(img->csize - 1));
                 continue;
+            }
             t[2 * k] = w0;
             t[2 * k + 1] = (w0 & ENTRY_PARTIAL) ? (img->ext ? (uint64_t)(uintptr_t)rec : w1) : 0;
             L->owned++;
@@ -540,12 +692,52 @@ static int read_tables(pcow_image *img, struct layer *L)
     return r < 0 ? r : 0;
 }
 
-static int open_file(pcow_image *img, int dirfd, const char *name, const char *display, bool rw, int *out)
+static const char *file_type(mode_t m)
 {
-    int fd = openat(dirfd, name, (rw ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    return S_ISDIR(m) ? "a directory" : S_ISFIFO(m) ? "a FIFO" : S_ISCHR(m) ? "a character device"
+         : S_ISBLK(m) ? "a block device" : S_ISSOCK(m) ? "a socket" : "not a regular file";
+}
+
+/* Open name (relative to dirfd) as a regular file without ever blocking: O_NONBLOCK so that a
+ * FIFO or device cannot hang the open, then fstat, then blocking mode again. beneath: resolve
+ * it inside dirfd's directory (openat2 RESOLVE_BENEATH; a symlink leading out fails with
+ * EXDEV). display names the file in messages ("" = the image itself). */
+static int open_regular(pcow_image *img, int dirfd, const char *name, bool rw, bool beneath, const char *display,
+                        int *out, struct stat *st)
+{
+    int oflags = (rw ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY;
+    int fd;
+    if (beneath) {
+        struct open_how how = {.flags = (uint64_t)oflags, .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS};
+        fd = (int)syscall(SYS_openat2, dirfd, name, &how, sizeof how);
+        if (fd < 0 && errno == ENOSYS && !strchr(name, '/'))
+            fd = openat(dirfd, name, oflags | O_NOFOLLOW); /* plain names: no symlink at all */
+    } else {
+        fd = openat(dirfd, name, oflags);
+    }
+    const char *sep = *display ? ": " : "";
     if (fd < 0) {
         int e = errno;
-        return pcow__err(img, e, "cannot open %s: %s", display, strerror(e));
+        if (e == EXDEV)
+            return pcow__err(img, EPERM, "%s%sleads out of the image's directory (%s) through a symlink (allowed only with "
+                             "--unsafe-base-paths; libpcow: PCOW_OPEN_UNSAFE_BASE; never while repairing)", display, sep, img->dirpath);
+        return pcow__err(img, e, "%s%scannot open: %s", display, sep, strerror(e));
+    }
+    if (fstat(fd, st) < 0) {
+        int e = errno;
+        close(fd);
+        return pcow__err(img, e, "%s%scannot stat: %s", display, sep, strerror(e));
+    }
+    if (!S_ISREG(st->st_mode)) {
+        close(fd);
+        return pcow__err(img, EINVAL, "%s%sis %s, not a regular file (images, base images and stripe files must be regular files)",
+                         display, sep, file_type(st->st_mode));
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+        int e = errno;
+        close(fd);
+        return pcow__err(img, e, "%s%scannot clear O_NONBLOCK: %s", display, sep, strerror(e));
     }
     *out = fd;
     return 0;
@@ -565,23 +757,14 @@ int pcow__resolve_base(pcow_image *img, const char *stored, int fmt, unsigned fl
     if (depth >= PCOW_MAX_BASE_DEPTH)
         return pcow__err(img, ELOOP, "base chain deeper than %d images at '%s'", PCOW_MAX_BASE_DEPTH, stored);
     int fd;
-    if (unsafe) {
-        fd = openat(img->dirfd, stored, O_RDONLY | O_CLOEXEC);
-    } else {
-        struct open_how how = {.flags = O_RDONLY | O_CLOEXEC, .resolve = RESOLVE_BENEATH};
-        fd = (int)syscall(SYS_openat2, img->dirfd, stored, &how, sizeof how);
-        if (fd < 0 && errno == ENOSYS)
-            fd = openat(img->dirfd, stored, O_RDONLY | O_CLOEXEC);
-    }
-    if (fd < 0) {
-        int e = errno;
-        if (e == EXDEV)
-            return pcow__err(img, EPERM, "base image '%s' resolves outside the image's directory (through a symlink)", stored);
-        if (e == ENOENT)
-            return pcow__err(img, ENOENT, "base image '%s' (relative to %s) does not exist", stored, img->dirpath);
-        return pcow__err(img, e, "cannot open base image '%s': %s", stored, strerror(e));
-    }
     struct stat st;
+    char disp[PCOW_BASE_PATH_MAX + 32];
+    snprintf(disp, sizeof disp, "base image '%s'", stored);
+    r = open_regular(img, img->dirfd, stored, false, !unsafe, disp, &fd, &st);
+    if (r == -ENOENT)
+        return pcow__err(img, ENOENT, "base image '%s' (relative to %s) does not exist", stored, img->dirpath);
+    if (r < 0)
+        return r;
     char link[64], abs[PATH_MAX];
     snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
     ssize_t ln = readlink(link, abs, sizeof abs - 1);
@@ -590,10 +773,6 @@ int pcow__resolve_base(pcow_image *img, const char *stored, int fmt, unsigned fl
     else
         abs[ln] = 0;
     snprintf(resolved, rlen, "%s", abs);
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return pcow__err(img, EINVAL, "base image '%s' (%s) is not a regular file", stored, abs);
-    }
     for (int d = 0; d <= depth; d++) {
         if (devs[d] == st.st_dev && inos[d] == st.st_ino) {
             close(fd);
@@ -637,6 +816,26 @@ int pcow__resolve_base(pcow_image *img, const char *stored, int fmt, unsigned fl
     return PCOW_BASE_PCOW;
 }
 
+/* check: FORMAT.md says the header cluster is zero after the two slots. */
+static void check_header_tail(pcow_image *img)
+{
+    uint64_t lim = img->csize < img->fsize[0] ? img->csize : img->fsize[0];
+    uint8_t b[16384];
+    for (uint64_t o = 2 * HDR_SLOT_SIZE; o < lim; o += sizeof b) {
+        uint64_t n = lim - o < sizeof b ? lim - o : sizeof b;
+        if (pcow__pread_for(img, b, n, o, "the header cluster") < 0)
+            return;
+        for (uint64_t k = 0; k < n; k++) {
+            if (b[k]) {
+                img->hdr_tail_bad = true;
+                pcow__corrupt(img, "header cluster: byte 0x%llx after the two header slots is not zero (FORMAT.md: the "
+                              "rest of the header cluster is zero)", (unsigned long long)(o + k));
+                return;
+            }
+        }
+    }
+}
+
 static int load(pcow_image *img, unsigned flags, int depth, dev_t *devs, ino_t *inos)
 {
     bool rw = flags & PCOW_OPEN_RDWR;
@@ -647,27 +846,30 @@ static int load(pcow_image *img, unsigned flags, int depth, dev_t *devs, ino_t *
         int e = errno;
         return pcow__err(img, e, "cannot open directory %s: %s", img->dirpath, strerror(e));
     }
-    int fd = open(img->path, (rw ? O_RDWR : O_RDONLY) | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        return pcow__err(img, e, "cannot open: %s", strerror(e));
-    }
+    struct stat st;
+    int fd;
+    int r0 = open_regular(img, AT_FDCWD, img->path, rw, false, "", &fd, &st);
+    if (r0 < 0)
+        return r0;
     img->fd[0] = fd;
     img->fpath[0] = strdup(img->path);
     if (!img->fpath[0])
         return pcow__err(img, ENOMEM, "out of memory");
     if (!(flags & PCOW_OPEN_NO_LOCK) || rw) {
         int r = lock_fd(fd, rw);
-        if (r < 0)
-            return pcow__err(img, EAGAIN, "image is locked by another process (%s)%s",
+        if (r < 0) {
+            char who[64];
+            int pid;
+            lock_holder(fd, rw ? F_WRLCK : F_RDLCK, who, sizeof who, &pid);
+            if (pid > 0)
+                snprintf(who, sizeof who, "in use by PID %d: ", pid);
+            else
+                who[0] = 0;
+            return pcow__err(img, EAGAIN, "image is locked by another process (%s%s)%s", who,
                              rw ? "it is open, e.g. by a running VM or another pcow-img" : "it is open for writing, e.g. by a running VM",
                              rw ? "" : "; use -U to read it anyway");
+        }
     }
-    struct stat st;
-    if (fstat(fd, &st) < 0)
-        return pcow__err(img, errno, "cannot stat: %s", strerror(errno));
-    if (!S_ISREG(st.st_mode))
-        return pcow__err(img, EINVAL, "not a regular file");
     if (devs) {
         devs[depth] = st.st_dev;
         inos[depth] = st.st_ino;
@@ -696,20 +898,55 @@ static int load(pcow_image *img, unsigned flags, int depth, dev_t *devs, ino_t *
     int ok[2];
     for (int s = 0; s < 2; s++)
         ok[s] = pcow__hdr_decode(hb + s * HDR_SLOT1_OFF, s, &h[s], why[s], sizeof why[s]);
-    img->slot_valid[0] = ok[0] == 0;
-    img->slot_valid[1] = ok[1] == 0;
+    for (int o = 0; o < 2; o++) {
+        img->slot_valid[o] = ok[o] == 0;
+        img->slot_newer[o] = ok[o] == -ENOTSUP;
+        img->slot_damaged[o] = ok[o] && ok[o] != -ENOTSUP;
+    }
+    /* A slot of a newer format version (checksum right) that is the current one (the other is
+     * damaged or has a lower generation) holds state this library cannot read; writing would
+     * overwrite it (the update protocol writes the other slot first, then this one). */
+    for (int o = 0; o < 2; o++) {
+        if (ok[o] == -ENOTSUP && (ok[1 - o] != 0 || h[o].gen > h[1 - o].gen)) {
+            char other[120] = "";
+            if (ok[1 - o] == 0)
+                snprintf(other, sizeof other, ", newer than slot %d's generation %llu", 1 - o, (unsigned long long)h[1 - o].gen);
+            return pcow__err(img, ENOTSUP, "header slot %d: %s; it is the current header (generation %llu%s), "
+                             "written by a newer pcow: refusing to open the image%s", o, why[o], (unsigned long long)h[o].gen,
+                             other, rw ? " (a write would overwrite it)" : " (its contents cannot be read by this version)");
+        }
+    }
     if (ok[0] && ok[1]) {
-        if (ok[0] == -ENOTSUP)
-            return pcow__err(img, ENOTSUP, "%s", why[0]);
         int r = pcow__corrupt(img, "no valid header: slot 0: %s; slot 1: %s", why[0], why[1]);
         return r < 0 ? r : -EUCLEAN;
     }
     int s = ok[0] ? 1 : ok[1] ? 0 : (h[1].gen > h[0].gen ? 1 : 0);
     img->cur_slot = s;
     img->h = h[s];
+    if (!ok[0] && !ok[1] && h[0].gen == h[1].gen) {
+        /* the update protocol never leaves two different headers with one generation */
+        size_t d = HDR_SLOT_SIZE;
+        for (size_t k = 0; k < HDR_SLOT_SIZE && d == HDR_SLOT_SIZE; k++)
+            if ((k < 16 || k >= 24) && hb[k] != hb[HDR_SLOT1_OFF + k])
+                d = k;
+        if (d < HDR_SLOT_SIZE) {
+            int r = pcow__corrupt(img, "header slots 0 and 1 both have generation %llu but different contents (first "
+                                  "difference: field %s, byte %zu); cannot tell which is current",
+                                  (unsigned long long)h[0].gen, pcow__hdr_field(d), d);
+            if (r < 0)
+                return r;
+        }
+    }
     for (int o = 0; o < 2; o++) {
-        if (ok[o] && img->ck)
+        if (img->slot_damaged[o] && img->ck)
             pcow__corrupt(img, "header slot %d is damaged (%s); slot %d is used", o, why[o], s);
+        if (img->slot_newer[o] && img->ck && img->ck->msg) {
+            char m[1400];
+            snprintf(m, sizeof m, "%s: header slot %d is an older header of a newer format version (%s, generation %llu); "
+                     "slot %d (generation %llu) is used and the next update overwrites slot %d", img->path, o, why[o],
+                     (unsigned long long)h[o].gen, s, (unsigned long long)h[s].gen, o);
+            img->ck->msg(img->ck->ctx, "info", m);
+        }
     }
     derive(img);
     /* stripe files */
@@ -717,7 +954,9 @@ static int load(pcow_image *img, unsigned flags, int depth, dev_t *devs, ino_t *
     for (uint32_t f = 1; f < img->nfiles; f++) {
         char disp[PATH_MAX + 200];
         snprintf(disp, sizeof disp, "stripe file %u '%s' (in %s)", f, img->h.sname[f], img->dirpath);
-        int r = open_file(img, img->dirfd, img->h.sname[f], disp, rw, &img->fd[f]);
+        /* the base path's protections; a repair never follows a stripe file out of the directory */
+        bool beneath = !(flags & PCOW_OPEN_UNSAFE_BASE) || (img->ck && rw);
+        int r = open_regular(img, img->dirfd, img->h.sname[f], rw, beneath, disp, &img->fd[f], &st);
         if (r < 0)
             return r;
         size_t pl = strlen(img->dirpath) + strlen(img->h.sname[f]) + 2;
@@ -725,8 +964,6 @@ static int load(pcow_image *img, unsigned flags, int depth, dev_t *devs, ino_t *
         if (!img->fpath[f])
             return pcow__err(img, ENOMEM, "out of memory");
         snprintf(img->fpath[f], pl, "%s/%s", img->dirpath, img->h.sname[f]);
-        if (fstat(img->fd[f], &st) < 0)
-            return pcow__err(img, errno, "cannot stat %s", img->fpath[f]);
         img->fsize[f] = (uint64_t)st.st_size;
     }
     compute_end(img);
@@ -736,6 +973,12 @@ static int load(pcow_image *img, unsigned flags, int depth, dev_t *devs, ino_t *
         return pcow__err(img, ENOMEM, "image end 0x%llx needs too large a cluster map", (unsigned long long)img->end);
     if (img->refmap_n)
         img->refmap[0] |= 1; /* header cluster */
+    if (img->ck) {
+        img->dropmap = calloc(img->refmap_n / 8 + 1, 1);
+        if (!img->dropmap)
+            return pcow__err(img, ENOMEM, "out of memory");
+        check_header_tail(img);
+    }
     int r = read_dir(img);
     if (r < 0)
         return r;
@@ -1098,9 +1341,15 @@ int pcow_close(pcow_image *img, char *err, size_t errlen)
 
 int pcow_probe_format(const char *path)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY); /* a FIFO must not block */
     if (fd < 0)
         return -errno;
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        int e = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+        close(fd);
+        return -e;
+    }
     uint8_t m[8];
     ssize_t r = pread(fd, m, 8, 0);
     close(fd);
@@ -1202,10 +1451,18 @@ int pcow_create(const char *path, const struct pcow_create_opts *o, char *err, s
     img->rw = true;
     for (uint32_t f = 0; f < ns; f++) {
         const char *name = f ? h->sname[f] : bn;
-        int fd = openat(img->dirfd, name, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        /* never blocks on a FIFO; a stripe file is never a symlink (it could lead anywhere) */
+        int fd = openat(img->dirfd, name, O_RDWR | O_CREAT | O_CLOEXEC | O_NONBLOCK | O_NOCTTY | (f ? O_NOFOLLOW : 0), 0644);
         if (fd < 0)
-            return create_fail(img, err, errlen, pcow__err(img, errno, "cannot create %s: %s", name, strerror(errno)));
+            return create_fail(img, err, errlen, pcow__err(img, errno, "cannot create %s: %s", name,
+                                                           errno == ELOOP ? "it is a symlink (stripe files must be regular files in the image's directory)" : strerror(errno)));
         img->fd[f] = fd;
+        struct stat fst;
+        int fl = fcntl(fd, F_GETFL);
+        if (fstat(fd, &fst) < 0 || !S_ISREG(fst.st_mode))
+            return create_fail(img, err, errlen, pcow__err(img, EINVAL, "cannot create %s: it exists and is %s", name, file_type(fst.st_mode)));
+        if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0)
+            return create_fail(img, err, errlen, pcow__err(img, errno, "cannot create %s: %s", name, strerror(errno)));
         size_t pl = strlen(img->dirpath) + strlen(name) + 2;
         img->fpath[f] = malloc(pl);
         if (!img->fpath[f])

@@ -44,7 +44,7 @@ bool pcow__in_file(const pcow_image *img, uint64_t addr, uint64_t len)
     return true;
 }
 
-static int rw_loop(pcow_image *img, bool wr, void *buf, uint64_t len, uint64_t addr)
+static int rw_loop(pcow_image *img, bool wr, void *buf, uint64_t len, uint64_t addr, const char *what)
 {
     uint8_t *p = buf;
     while (len) {
@@ -66,9 +66,10 @@ static int rw_loop(pcow_image *img, bool wr, void *buf, uint64_t len, uint64_t a
                                  (unsigned long long)(off + done), img->fpath[f], strerror(e));
             }
             if (r == 0)
-                return pcow__err(img, EIO, "short read at 0x%llx: %s ends at 0x%llx",
-                                 (unsigned long long)(off + done), img->fpath[f],
-                                 (unsigned long long)(off + done));
+                return pcow__err(img, EIO, "short read of %s (%llu bytes at address 0x%llx, offset 0x%llx of %s): "
+                                 "the file ends at 0x%llx", what ? what : "data", (unsigned long long)(len + (uint64_t)(p - (uint8_t *)buf)),
+                                 (unsigned long long)(addr - (uint64_t)(p - (uint8_t *)buf)), (unsigned long long)off,
+                                 img->fpath[f], (unsigned long long)(off + done));
             done += (uint64_t)r;
         }
         if (wr && off + n > img->fsize[f])
@@ -88,12 +89,17 @@ static int rw_loop(pcow_image *img, bool wr, void *buf, uint64_t len, uint64_t a
 
 int pcow__pread(pcow_image *img, void *buf, uint64_t len, uint64_t addr)
 {
-    return rw_loop(img, false, buf, len, addr);
+    return rw_loop(img, false, buf, len, addr, NULL);
+}
+
+int pcow__pread_for(pcow_image *img, void *buf, uint64_t len, uint64_t addr, const char *what)
+{
+    return rw_loop(img, false, buf, len, addr, what);
 }
 
 int pcow__pwrite(pcow_image *img, const void *buf, uint64_t len, uint64_t addr)
 {
-    return rw_loop(img, true, (void *)buf, len, addr);
+    return rw_loop(img, true, (void *)buf, len, addr, NULL);
 }
 
 static int default_persist(void *ctx, int fd, uint64_t off, uint64_t len)

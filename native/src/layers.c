@@ -32,19 +32,38 @@ static int check_ids(pcow_image *img)
     return 0;
 }
 
+/* Is s a non-empty run of ASCII digits? Such keys are layer ids, never names. */
+static bool all_digits(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++)
+        if (*s < '0' || *s > '9')
+            return false;
+    return true;
+}
+
+/* A key made only of digits selects the snapshot with that id, any other key the snapshot
+ * with that name (qemu-img's ID vs TAG, made unambiguous: names cannot be all digits, so a key
+ * never matches an id and a name at once). The active layer is never selected. */
 static int find_snapshot(pcow_image *img, const char *key)
 {
     if (!key || !*key)
         return pcow__err(img, EINVAL, "no snapshot name given");
+    if (all_digits(key)) {
+        errno = 0;
+        char *end;
+        unsigned long long id = strtoull(key, &end, 10);
+        for (uint32_t i = 0; errno == 0 && id <= UINT32_MAX && i < img->nlayers; i++)
+            if (i != img->active && img->layers[i].id == id)
+                return (int)i;
+        if (errno == 0 && id == img->h.active_id)
+            return pcow__err(img, EINVAL, "layer id %s is the active layer, not a snapshot", key);
+        return pcow__err(img, ENOENT, "no snapshot with id %s (a key made only of digits is an id; names are never all digits)", key);
+    }
     for (uint32_t i = 0; i < img->nlayers; i++)
         if (i != img->active && !strcmp(img->layers[i].name, key))
             return (int)i;
-    char *end;
-    unsigned long id = strtoul(key, &end, 10);
-    if (*end == 0)
-        for (uint32_t i = 0; i < img->nlayers; i++)
-            if (i != img->active && img->layers[i].id == id)
-                return (int)i;
     return pcow__err(img, ENOENT, "no snapshot named '%s'", key);
 }
 
@@ -73,10 +92,8 @@ int pcow_snapshot_create(pcow_image *img, const char *name)
     size_t nl = name ? strlen(name) : 0;
     if (nl == 0 || nl > PCOW_LAYER_NAME_MAX)
         return pcow__err(img, EINVAL, "snapshot name must be 1..%d bytes", PCOW_LAYER_NAME_MAX);
-    char *end;
-    (void)strtoul(name, &end, 10);
-    if (*end == 0)
-        return pcow__err(img, EINVAL, "snapshot name '%s' is all digits (reserved for ids)", name);
+    if (all_digits(name))
+        return pcow__err(img, EINVAL, "snapshot name '%s' is all digits (such keys select snapshots by id)", name);
     for (uint32_t i = 0; i < img->nlayers; i++)
         if (!strcmp(img->layers[i].name, name))
             return pcow__err(img, EEXIST, "a snapshot named '%s' already exists", name);

@@ -83,6 +83,10 @@ struct pcow_image {
     struct hdr h;
     int cur_slot;           /* slot the header was loaded from */
     bool slot_valid[2];
+    bool slot_newer[2];     /* checksum right, newer format version (not damaged) */
+    bool slot_damaged[2];
+    bool hdr_tail_bad;      /* check: non-zero bytes in the header cluster after the slots */
+    uint8_t *dropmap;       /* check: clusters referenced only by dropped (invalid) structures */
     uint64_t csize, ssize, unit;
     uint32_t nsub;
     bool ext;               /* BITMAP_RECORDS: bitmaps live in 64-byte records */
@@ -117,10 +121,13 @@ int pcow__corrupt(pcow_image *img, const char *fmt, ...) __attribute__((format(p
 void pcow__hdr_encode(const struct hdr *h, int slot, uint8_t *buf);
 int pcow__hdr_decode(const uint8_t *buf, int slot, struct hdr *h, char *why, size_t whylen);
 int pcow__write_header(pcow_image *img, const struct hdr *nh);
+const char *pcow__hdr_field(size_t off);
 
 /* io at logical addresses */
 void pcow__addr(const pcow_image *img, uint64_t addr, uint32_t *f, uint64_t *off);
 int pcow__pread(pcow_image *img, void *buf, uint64_t len, uint64_t addr);
+/* what names the structure read, for a short-read message ("the layer directory"). */
+int pcow__pread_for(pcow_image *img, void *buf, uint64_t len, uint64_t addr, const char *what);
 int pcow__pwrite(pcow_image *img, const void *buf, uint64_t len, uint64_t addr);
 int pcow__persist_all(pcow_image *img);
 int pcow__reserve(pcow_image *img, uint64_t n, uint64_t *addr);

@@ -38,8 +38,8 @@ get64() { od -An -t u8 -j "$2" -N 8 "$1" | tr -d ' '; }
 
 # ---- help / usage errors
 run "$IMG" help; expect_rc "help exits 0" 0; expect_in "help lists commands" "$out" "rebase [-u] -b BASE"
-run "$IMG" frobnicate; expect_rc "unknown command exits 1" 1; expect_in "unknown command named" "$err" "unknown command 'frobnicate'"
-run "$IMG" create x.img 12Q; expect_rc "bad size exits 1" 1; expect_in "bad size named" "$err" "invalid size '12Q'"
+run "$IMG" frobnicate; expect_rc "unknown command exits 2 (usage)" 2; expect_in "unknown command named" "$err" "unknown command 'frobnicate'"
+run "$IMG" create x.img 12Q; expect_rc "bad size exits 2 (usage)" 2; expect_in "bad size named" "$err" "invalid size '12Q'"
 
 # ---- create (paper form) + info
 run "$IMG" create 64 128 x.img; expect_rc "create 64 128 x.img" 0
@@ -179,11 +179,15 @@ run "$IMG" create -b nothere.img n.img; expect_rc "missing base" 1; expect_in "m
 run "$IMG" create lock.img 1M
 coproc HOLDER { "$HOLD" lock.img; }
 read -r line <&"${HOLDER[0]}"
-if [ "$line" = ready ]; then
+if [ "${line%% *}" = ready ]; then
+  hpid=${line#ready }
   run "$IMG" snapshot -c s lock.img; expect_rc "second writer refused" 1; expect_in "lock error is clear" "$err" "locked by another process"
+  expect_in "lock error names the holder's PID" "$err" "in use by PID $hpid"
   run "$IMG" info lock.img; expect_rc "reader refused without -U" 1
   run "$IMG" info -U --output=json lock.img; expect_rc "info -U reads a locked image" 0
   expect_json "-U sees it dirty (open)" "j.dirty" true
+  expect_json "-U says it is in use, by whom" "j['in-use'] + ' ' + j['in-use-pid']" "true $hpid"
+  run "$IMG" info -U lock.img; expect_in "info -U (human) says in use by PID N, not 'not closed cleanly'" "$out" "dirty: in use by PID $hpid"
 else
   bad "hold_open did not start"
 fi
@@ -242,6 +246,75 @@ expect_json "stripe set in info" "j.stripes.count + ' ' + j.stripes.unit + ' ' +
 run "$IMG" map --output=json st.img
 expect_json "map names all three stripe files" "new Set(j.filter(e => e.data).map(e => e.file)).size" 3
 run "$IMG" check st.img; expect_rc "striped image checks clean" 0
+
+# ---- issue 8: hostile files, CLI safety
+# usage: the positional create form needs three arguments
+run "$IMG" create 64 128; expect_rc "create 64 128 (FILE forgotten) is a usage error" 2
+expect_in "usage error says FILE is missing" "$err" "FILE is missing"
+[ ! -e 64 ] && ok "no file named 64 created" || bad "a file named 64 was created"
+# FIFOs and directories never block and are named
+mkfifo fifo.img
+run timeout 10 "$IMG" info fifo.img; expect_rc "FIFO as image: error, no hang" 1; expect_in "FIFO named" "$err" "is a FIFO, not a regular file"
+run timeout 10 "$IMG" check fifo.img; expect_rc "check of a FIFO: error, no hang" 1
+run timeout 10 "$IMG" convert -f raw -O pcow fifo.img fconv.img; expect_rc "convert from a FIFO: error, no hang" 1
+mkdir -p adir.img; run "$IMG" info adir.img; expect_rc "directory as image" 1; expect_in "directory named" "$err" "directory"
+run "$IMG" create -c 4K --stripes 2 fst.img 1M
+rm fst.img.s1; mkfifo fst.img.s1
+run timeout 10 "$IMG" info fst.img; expect_rc "FIFO as stripe file: error, no hang" 1; expect_in "stripe FIFO named" "$err" "stripe file 1 'fst.img.s1'"
+head -c 65536 /dev/zero > fbase.raw; run "$IMG" create -c 4K -b fbase.raw -F raw fb.img
+rm fbase.raw; mkfifo fbase.raw
+run timeout 10 "$IMG" info fb.img; expect_rc "FIFO as base: error, no hang" 1; expect_in "base FIFO named" "$err" "base image 'fbase.raw': is a FIFO"
+# the base-path refusal names the option that allows it
+run "$IMG" create -b ../x.raw -F raw esc2.img 1M; expect_in "refusal names --unsafe-base-paths" "$err" "--unsafe-base-paths"
+# a stripe file that leads out of the directory: not served, never repaired
+mkdir -p inside outside
+run "$IMG" create -c 4K --stripes 2 inside/so.img 1M
+head -c 40000 /dev/urandom > so.bin; "$IMG" write inside/so.img 0 so.bin
+mv inside/so.img.s1 outside/victim; head -c 9000 /dev/urandom >> outside/victim; cp outside/victim victim.orig
+ln -s ../outside/victim inside/so.img.s1
+run "$IMG" info inside/so.img; expect_rc "outside stripe file refused" 1; expect_in "outside stripe named" "$err" "leads out of the image's directory"
+run "$IMG" check -r leaks inside/so.img; expect_rc "check -r leaks refuses the outside stripe file" 1
+run "$IMG" check -r all --unsafe-base-paths inside/so.img; expect_rc "check -r all --unsafe-base-paths refuses too" 1
+cmp -s outside/victim victim.orig && ok "outside file byte-identical after repair attempts" || bad "outside file changed"
+# check verdicts: an unaligned tail is a leak (3), repaired without an error; -r all converges
+run "$IMG" create -c 4K ua.img 1M; "$IMG" write ua.img 0 D.bin
+head -c 100 /dev/urandom >> ua.img
+run "$IMG" check ua.img; expect_rc "unaligned tail exits 3 (leak), not 1" 3; expect_in "unaligned tail named" "$out" "unaligned tail"
+run "$IMG" check -r leaks ua.img; expect_rc "check -r leaks repairs the tail" 0
+case "$out$err" in *"internal errors"*|*"error:"*) bad "repair reported an error" "$out $err" ;; *) ok "repair without an error" ;; esac
+run "$IMG" check ua.img; expect_rc "clean after repairing the tail" 0
+printf '\xff' | dd of=ua.img bs=1 seek=70 conv=notrunc status=none
+head -c 5000 /dev/urandom >> ua.img
+run "$IMG" check ua.img; expect_rc "damaged slot + leaks: corruption" 2
+run "$IMG" check -r all ua.img; expect_rc "check -r all repairs both" 0
+run "$IMG" check ua.img; expect_rc "check -r all converged in one run" 0
+# a header of the magic and zeros: corruption with the right diagnosis
+printf '\x89PCOW\r\n\x1a' > mz.img; head -c 8184 /dev/zero >> mz.img
+run "$IMG" check mz.img; expect_rc "magic + zeros is corruption (2)" 2; expect_in "magic + zeros diagnosed" "$out" "holds the magic and nothing else"
+case "$out" in *"unsupported version"*) bad "magic + zeros called an unsupported version" ;; *) ok "not 'unsupported version 0'" ;; esac
+# snapshot keys: digits are ids, names are never all digits
+run "$IMG" create -c 4K keys.img 1M
+run "$IMG" snapshot -c 2 keys.img; expect_rc "all-digit snapshot name refused" 1; expect_in "digit name reason" "$err" "all digits"
+run "$IMG" snapshot -c a keys.img; run "$IMG" snapshot -c b keys.img
+run "$IMG" snapshot -d 2 keys.img; expect_rc "snapshot -d 2 deletes id 2" 0
+run "$IMG" info --output=json keys.img; expect_json "id 1 ('a') remains" "j.snapshots.map(s => s.id + ':' + s.name).join()" "1:a"
+# names with control characters and invalid UTF-8: JSON stays valid UTF-8, text escapes them
+run "$IMG" snapshot -c "$(printf 'bad\001\377name')" keys.img; expect_rc "snapshot with odd bytes" 0
+"$IMG" info --output=json keys.img > keys.json
+if node -e 'const b = require("fs").readFileSync(process.argv[1]); const s = new TextDecoder("utf-8", {fatal: true}).decode(b); const j = JSON.parse(s); if (!j.snapshots.some(x => x.name === "bad\u0001\ufffdname")) process.exit(1)' keys.json; then
+  ok "info JSON is valid UTF-8 with escaped name bytes"
+else
+  bad "info JSON not valid UTF-8 or name not escaped"
+fi
+run "$IMG" snapshot -l keys.img
+expect_in "text output escapes control and non-UTF-8 bytes" "$out" 'bad\x01\xffname'
+if printf '%s' "$out" | grep -q "$(printf '\001')"; then bad "raw control byte in text output"; else ok "no raw control byte in text output"; fi
+# convert does not replace an existing pcow image unless forced
+run "$IMG" create -c 4K keep.img 1M; run "$IMG" snapshot -c precious keep.img
+run "$IMG" convert -f raw -O pcow src.raw keep.img; expect_rc "convert onto an existing pcow image refused" 1; expect_in "refusal names --force" "$err" "--force"
+run "$IMG" info --output=json keep.img; expect_json "snapshot survived" "j.snapshots.map(s => s.name).join()" precious
+run "$IMG" convert -f raw -O pcow --force src.raw keep.img; expect_rc "convert --force overwrites" 0
+cmp -s <("$IMG" read keep.img 0 9000000) src.raw && ok "forced convert wrote the data" || bad "forced convert content differs"
 
 echo "$pass passed, $fail failed"
 cd /

@@ -1,7 +1,8 @@
-/* Test helper: open an image read-write (as a running VM would), print "ready", and keep it
+/* Test helper: open an image read-write (as a running VM would), print "ready PID", and keep it
  * open until stdin reaches EOF. Used by cli_test.sh to test the OFD lock. */
 #include "pcow.h"
 #include <stdio.h>
+#include <unistd.h>
 
 int main(int argc, char **argv)
 {
@@ -15,7 +16,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "hold_open: %s\n", err);
         return 1;
     }
-    printf("ready\n");
+    printf("ready %d\n", (int)getpid());
     fflush(stdout);
     while (getchar() != EOF) {
     }

@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static char tdir[256];
@@ -607,13 +608,13 @@ static void test_corrupt_header(void)
     CHECK_CONTAINS(err, "no valid header");
     CHECK(pcow_check(P("hdr.img"), 0, 0, &res, NULL, NULL, err, sizeof err) == 0);
     CHECK(res.corruptions == 1);
-    /* unsupported version: a clear message, not "corrupt" */
+    /* a version changed without its checksum is damage, not a newer version (test_header_versions) */
     CHECK(mk("ver.img", 1 << 20, 4096, NULL) == 0);
     uint32_t v = 7;
     CHECK(rawio(P("ver.img"), true, &v, 4, 8) == 0);
     CHECK(rawio(P("ver.img"), true, &v, 4, 2048 + 8) == 0);
-    CHECK(open_err("ver.img", 0, err, sizeof err) == -ENOTSUP);
-    CHECK_CONTAINS(err, "unsupported version 7");
+    CHECK(open_err("ver.img", 0, err, sizeof err) == -EUCLEAN);
+    CHECK_CONTAINS(err, "checksum mismatch");
     /* a well-formed header with a bad value: recompute the checksum after changing the
      * cluster bits to 30 */
     CHECK(mk("cb.img", 1 << 20, 4096, NULL) == 0);
@@ -965,6 +966,448 @@ static void test_release(void)
     CHECK(res.leaks == 0 && res.corruptions == 0);
 }
 
+/* ---- hostile images: file types, paths, verdicts, keys, messages (issue 8) ---- */
+
+/* Rewrite header slot s of name through fn, then fix its checksum. */
+static int edit_slot(const char *name, int s, void (*fn)(uint8_t *h, void *ctx), void *ctx)
+{
+    uint8_t h[2048];
+    if (rawio(P(name), false, h, sizeof h, s * 2048))
+        return -1;
+    fn(h, ctx);
+    uint32_t z = 0;
+    memcpy(h + 16, &z, 4);
+    uint32_t c = pcow_crc32c(0, h, sizeof h);
+    memcpy(h + 16, &c, 4);
+    return rawio(P(name), true, h, sizeof h, s * 2048);
+}
+struct hset {
+    int off, len;
+    uint64_t v;
+};
+static void hset_fn(uint8_t *h, void *ctx)
+{
+    const struct hset *x = ctx;
+    memcpy(h + x->off, &x->v, (size_t)x->len); /* little-endian host (x86/arm64) */
+}
+static int set_slot(const char *name, int s, int off, int len, uint64_t v)
+{
+    struct hset x = {off, len, v};
+    return edit_slot(name, s, hset_fn, &x);
+}
+static uint64_t get_slot(const char *name, int s, int off, int len)
+{
+    uint64_t v = 0;
+    if (rawio(P(name), false, &v, (size_t)len, s * 2048 + off))
+        return ~0ull;
+    return v;
+}
+
+/* A FIFO, a directory or a device as the image, its base or a stripe file: a clear error, and
+ * never a blocking open (alarm() turns a hang into a failure). */
+static void test_file_types(void)
+{
+    char err[1024];
+    alarm(20);
+    CHECK(mkfifo(P("fifo.img"), 0644) == 0);
+    CHECK(open_err("fifo.img", 0, err, sizeof err) == -EINVAL);
+    CHECK_CONTAINS(err, "is a FIFO, not a regular file");
+    CHECK(open_err("fifo.img", PCOW_OPEN_RDWR, err, sizeof err) == -EINVAL);
+    struct pcow_check_result res;
+    CHECK(pcow_check(P("fifo.img"), 0, 0, &res, NULL, NULL, err, sizeof err) < 0);
+    CHECK(pcow_probe_format(P("fifo.img")) < 0);
+    CHECK(mkdir(P("adir.img"), 0755) == 0);
+    CHECK(open_err("adir.img", 0, err, sizeof err) < 0);
+    CHECK_CONTAINS(err, "directory");
+    /* base: a FIFO at create and after */
+    CHECK(mkfifo(P("fifo.raw"), 0644) == 0);
+    struct pcow_create_opts o = {.virtual_size = 1 << 20, .cluster_size = 4096, .base = "fifo.raw", .base_format = PCOW_BASE_RAW};
+    CHECK(pcow_create(P("over-fifo.img"), &o, err, sizeof err) == -EINVAL);
+    CHECK_CONTAINS(err, "base image 'fifo.raw': is a FIFO");
+    o.no_base_check = true;
+    CHECK(pcow_create(P("over-fifo.img"), &o, err, sizeof err) == 0);
+    CHECK(open_err("over-fifo.img", 0, err, sizeof err) == -EINVAL);
+    CHECK_CONTAINS(err, "is a FIFO");
+    /* stripe file: a FIFO, and a symlink to a character device (outside the directory) */
+    struct pcow_create_opts so = {.virtual_size = 1 << 20, .cluster_size = 4096, .stripe_count = 2};
+    CHECK(pcow_create(P("fst.img"), &so, err, sizeof err) == 0);
+    CHECK(unlink(P("fst.img.s1")) == 0 && mkfifo(P("fst.img.s1"), 0644) == 0);
+    CHECK(open_err("fst.img", 0, err, sizeof err) == -EINVAL);
+    CHECK_CONTAINS(err, "stripe file 1 'fst.img.s1'");
+    CHECK_CONTAINS(err, "is a FIFO");
+    CHECK(open_err("fst.img", PCOW_OPEN_RDWR, err, sizeof err) == -EINVAL);
+    CHECK(unlink(P("fst.img.s1")) == 0 && symlink("/dev/null", P("fst.img.s1")) == 0);
+    CHECK(open_err("fst.img", 0, err, sizeof err) == -EPERM);
+    CHECK_CONTAINS(err, "--unsafe-base-paths");
+    CHECK(open_err("fst.img", PCOW_OPEN_UNSAFE_BASE, err, sizeof err) == -EINVAL);
+    CHECK_CONTAINS(err, "is a character device");
+    /* create never follows a planted stripe symlink */
+    CHECK(pcow_create(P("fst.img"), &so, err, sizeof err) == -ELOOP);
+    CHECK_CONTAINS(err, "symlink");
+    alarm(0);
+}
+
+/* A stripe file that is a symlink to a file outside the image's directory is not served, and a
+ * repair never touches it, even with the unsafe option. */
+static void test_stripe_outside(void)
+{
+    char err[1024];
+    CHECK(mkdir(P("in"), 0755) == 0 && mkdir(P("out"), 0755) == 0);
+    struct pcow_create_opts so = {.virtual_size = 1 << 20, .cluster_size = 4096, .stripe_count = 2};
+    CHECK(pcow_create(P("in/s.img"), &so, err, sizeof err) == 0);
+    pcow_image *img = op("in/s.img", PCOW_OPEN_RDWR);
+    CHECK(img);
+    static uint8_t A[65536];
+    pattern(A, sizeof A, 7);
+    CHECKR(pcow_write(img, A, sizeof A, 0), img);
+    pcow_close(img, NULL, 0);
+    /* move the stripe file out, add a leaked tail, link it back */
+    CHECK(rename(P("in/s.img.s1"), P("out/victim")) == 0);
+    int fd = open(P("out/victim"), O_WRONLY | O_APPEND);
+    CHECK(fd >= 0);
+    CHECK(write(fd, A, 12288) == 12288);
+    close(fd);
+    CHECK(symlink("../out/victim", P("in/s.img.s1")) == 0);
+    uint64_t before = fsize(P("out/victim"));
+    static uint8_t orig[1 << 20];
+    CHECK(before < sizeof orig && rawio(P("out/victim"), false, orig, before, 0) == 0);
+    CHECK(open_err("in/s.img", 0, err, sizeof err) == -EPERM);
+    CHECK_CONTAINS(err, "leads out of the image's directory");
+    CHECK(open_err("in/s.img", PCOW_OPEN_RDWR | PCOW_OPEN_UNSAFE_BASE, err, sizeof err) == 0); /* explicit trust */
+    struct pcow_check_result res;
+    CHECK(pcow_check(P("in/s.img"), 0, PCOW_REPAIR_LEAKS, &res, NULL, NULL, err, sizeof err) == -EPERM);
+    CHECK(pcow_check(P("in/s.img"), PCOW_OPEN_UNSAFE_BASE, PCOW_REPAIR_ALL, &res, NULL, NULL, err, sizeof err) == -EPERM);
+    CHECK_CONTAINS(err, "never while repairing");
+    static uint8_t now[1 << 20];
+    CHECK(fsize(P("out/victim")) == before && rawio(P("out/victim"), false, now, before, 0) == 0);
+    CHECK(!memcmp(orig, now, before));
+    /* read-only check with the unsafe option reports the leak without repairing */
+    CHECK(pcow_check(P("in/s.img"), PCOW_OPEN_UNSAFE_BASE, 0, &res, NULL, NULL, err, sizeof err) == 0);
+    CHECK(res.leaks > 0 && res.corruptions == 0);
+}
+
+/* A file that does not end on a cluster boundary is a leak (not an internal error), repaired
+ * by -r leaks without an error; and -r all converges in one run. */
+static void test_unaligned_tail(void)
+{
+    CHECK(mk("ut.img", 1 << 20, 4096, NULL) == 0);
+    pcow_image *img = op("ut.img", PCOW_OPEN_RDWR);
+    CHECK(img);
+    static uint8_t A[8192], T[8192 + 300];
+    pattern(A, sizeof A, 11);
+    pattern(T, sizeof T, 12);
+    CHECKR(pcow_write(img, A, sizeof A, 0), img);
+    pcow_close(img, NULL, 0);
+    uint64_t sz = fsize(P("ut.img"));
+    int fd = open(P("ut.img"), O_WRONLY | O_APPEND);
+    CHECK(fd >= 0 && write(fd, A, 100) == 100);
+    close(fd);
+    struct pcow_check_result res;
+    char msgs[4096] = "", err[1024];
+    CHECK(pcow_check(P("ut.img"), 0, 0, &res, msgcat, msgs, err, sizeof err) == 0);
+    CHECK(res.check_errors == 0 && res.corruptions == 0 && res.leaks == 1);
+    CHECK_CONTAINS(msgs, "unaligned tail");
+    CHECK(check_img("ut.img", 0, PCOW_REPAIR_LEAKS, &res) == 0);
+    CHECK(res.check_errors == 0 && res.leaks == 0 && res.leaks_fixed == 1);
+    CHECK(fsize(P("ut.img")) == sz);
+    CHECK(check_img("ut.img", 0, 0, &res) == 0);
+    CHECK(res.check_errors == 0 && res.corruptions == 0 && res.leaks == 0);
+    /* a zero-filled unaligned tail (a crash-left extension) too */
+    CHECK(truncate(P("ut.img"), (off_t)sz + 512) == 0);
+    CHECK(check_img("ut.img", 0, 0, &res) == 0);
+    CHECK(res.check_errors == 0 && res.leaks == 1);
+    /* -r all, one run: damaged slot 0 + leaked clusters + an unaligned tail + dirty flag */
+    CHECK(set_slot("ut.img", 0, 48, 8, 1) == 0 && set_slot("ut.img", 1, 48, 8, 1) == 0); /* DIRTY */
+    uint8_t b = 0xff;
+    CHECK(rawio(P("ut.img"), true, &b, 1, 70) == 0);
+    CHECK(truncate(P("ut.img"), (off_t)sz) == 0);
+    fd = open(P("ut.img"), O_WRONLY | O_APPEND);
+    CHECK(fd >= 0 && write(fd, T, sizeof T) == (ssize_t)sizeof T);
+    close(fd);
+    CHECK(check_img("ut.img", 0, 0, &res) == 0);
+    CHECK(res.corruptions == 1 && res.leaks == 3);
+    CHECK(check_img("ut.img", 0, PCOW_REPAIR_ALL, &res) == 0);
+    CHECK(res.check_errors == 0 && res.corruptions == 0 && res.leaks == 0);
+    CHECK(res.corruptions_fixed == 1 && res.leaks_fixed == 3);
+    CHECK(check_img("ut.img", 0, 0, &res) == 0);
+    CHECK(res.check_errors == 0 && res.corruptions == 0 && res.leaks == 0);
+    CHECK(fsize(P("ut.img")) == sz);
+    img = op("ut.img", 0);
+    CHECK(img);
+    CHECK(read_eq(img, 0, A, sizeof A));
+    struct pcow_info in;
+    pcow_get_info(img, &in);
+    CHECK(!in.dirty);
+    pcow_close(img, NULL, 0);
+}
+
+static void flip_vsize(uint8_t *h, void *ctx)
+{
+    (void)ctx;
+    h[64] ^= 0x10;
+}
+
+/* Header verdicts: magic + zeros, equal generations with different contents, non-zero bytes in
+ * the header cluster, a newer format version. */
+static void test_header_verdicts(void)
+{
+    char err[1024], msgs[4096];
+    struct pcow_check_result res;
+    /* magic followed by zeros: damaged (corruption), not "unsupported version 0" */
+    uint8_t z[8192] = {0x89, 'P', 'C', 'O', 'W', '\r', '\n', 0x1a};
+    int fd = open(P("mz.img"), O_CREAT | O_TRUNC | O_WRONLY, 0644);
+    CHECK(fd >= 0 && write(fd, z, sizeof z) == (ssize_t)sizeof z);
+    close(fd);
+    CHECK(open_err("mz.img", 0, err, sizeof err) == -EUCLEAN);
+    CHECK_CONTAINS(err, "the slot holds the magic and nothing else");
+    CHECK(!strstr(err, "unsupported version"));
+    CHECK(pcow_check(P("mz.img"), 0, 0, &res, NULL, NULL, err, sizeof err) == 0);
+    CHECK(res.corruptions >= 1);
+    /* same generation, different contents */
+    CHECK(mk("eg.img", 1 << 20, 4096, NULL) == 0);
+    CHECK(edit_slot("eg.img", 1, flip_vsize, NULL) == 0);
+    CHECK(open_err("eg.img", 0, err, sizeof err) == -EUCLEAN);
+    CHECK_CONTAINS(err, "both have generation");
+    CHECK_CONTAINS(err, "field virtual_size");
+    msgs[0] = 0;
+    CHECK(pcow_check(P("eg.img"), 0, 0, &res, msgcat, msgs, err, sizeof err) == 0);
+    CHECK(res.corruptions == 1);
+    CHECK_CONTAINS(msgs, "cannot tell which is current");
+    /* header cluster tail (64 KiB clusters: bytes 4096..65535 must be zero) */
+    CHECK(mk("ht.img", 1 << 20, 65536, NULL) == 0);
+    uint8_t b = 1;
+    CHECK(rawio(P("ht.img"), true, &b, 1, 40000) == 0);
+    CHECK(open_err("ht.img", 0, err, sizeof err) == 0); /* never used: opens */
+    msgs[0] = 0;
+    CHECK(pcow_check(P("ht.img"), 0, 0, &res, msgcat, msgs, err, sizeof err) == 0);
+    CHECK(res.corruptions == 1);
+    CHECK_CONTAINS(msgs, "byte 0x9c40 after the two header slots is not zero");
+    CHECK(check_img("ht.img", 0, PCOW_REPAIR_ALL, &res) == 0);
+    CHECK(res.corruptions == 0 && res.corruptions_fixed == 1);
+    CHECK(check_img("ht.img", 0, 0, &res) == 0);
+    CHECK(res.corruptions == 0 && res.leaks == 0 && res.check_errors == 0);
+    /* a newer version with a valid checksum and a higher generation: never overwritten */
+    CHECK(mk("nv.img", 1 << 20, 4096, NULL) == 0);
+    uint64_t g = get_slot("nv.img", 0, 24, 8);
+    CHECK(set_slot("nv.img", 1, 8, 4, 2) == 0 && set_slot("nv.img", 1, 24, 8, g + 1) == 0);
+    uint8_t before[4096], after[4096];
+    CHECK(rawio(P("nv.img"), false, before, sizeof before, 0) == 0);
+    CHECK(open_err("nv.img", PCOW_OPEN_RDWR, err, sizeof err) == -ENOTSUP);
+    CHECK_CONTAINS(err, "header slot 1: unsupported version 2");
+    CHECK_CONTAINS(err, "a write would overwrite it");
+    CHECK(open_err("nv.img", 0, err, sizeof err) == -ENOTSUP);
+    CHECK(pcow_check(P("nv.img"), 0, PCOW_REPAIR_ALL, &res, NULL, NULL, err, sizeof err) == -ENOTSUP);
+    CHECK(rawio(P("nv.img"), false, after, sizeof after, 0) == 0);
+    CHECK(!memcmp(before, after, sizeof before));
+    /* ... with a lower generation it is the stale slot: the v1 slot is used, nothing is corrupt */
+    CHECK(set_slot("nv.img", 0, 24, 8, g + 5) == 0);
+    CHECK(open_err("nv.img", 0, err, sizeof err) == 0);
+    msgs[0] = 0;
+    CHECK(pcow_check(P("nv.img"), 0, 0, &res, msgcat, msgs, err, sizeof err) == 0);
+    CHECK(res.corruptions == 0);
+    CHECK_CONTAINS(msgs, "older header of a newer format version");
+    /* both slots newer: unsupported, not corrupt */
+    CHECK(set_slot("nv.img", 0, 8, 4, 3) == 0);
+    CHECK(open_err("nv.img", 0, err, sizeof err) == -ENOTSUP);
+    CHECK_CONTAINS(err, "unsupported version");
+}
+
+/* Clusters named by a dropped entry or table are reported with that corruption, not again as
+ * leaks. */
+static void test_dropped_not_leaks(void)
+{
+    CHECK(mk("dr.img", 1 << 20, 4096, NULL) == 0);
+    pcow_image *img = op("dr.img", PCOW_OPEN_RDWR);
+    CHECK(img);
+    static uint8_t A[4096 * 6];
+    pattern(A, sizeof A, 5);
+    CHECKR(pcow_write(img, A, sizeof A, 0), img);
+    struct pcow_layer_info L;
+    CHECKR(pcow_layer_get(img, 0, &L), img);
+    pcow_close(img, NULL, 0);
+    uint64_t l2;
+    CHECK(rawio(P("dr.img"), false, &l2, 8, (off_t)L.l1_offset) == 0);
+    /* an entry with reserved bits: dropped, its data cluster is not a leak */
+    uint64_t w0;
+    CHECK(rawio(P("dr.img"), false, &w0, 8, (off_t)l2 + 16) == 0);
+    uint64_t bad = w0 | 4;
+    CHECK(rawio(P("dr.img"), true, &bad, 8, (off_t)l2 + 16) == 0);
+    struct pcow_check_result res;
+    char msgs[4096] = "", err[1024];
+    CHECK(pcow_check(P("dr.img"), 0, 0, &res, msgcat, msgs, err, sizeof err) == 0);
+    CHECK(res.corruptions == 1 && res.leaks == 0);
+    CHECK_CONTAINS(msgs, "not counted as leaks");
+    CHECK(rawio(P("dr.img"), true, &w0, 8, (off_t)l2 + 16) == 0);
+    /* a misaligned L1 entry: the table it points into and its 6 data clusters are not leaks */
+    uint64_t mis = l2 | 8;
+    CHECK(rawio(P("dr.img"), true, &mis, 8, (off_t)L.l1_offset) == 0);
+    msgs[0] = 0;
+    CHECK(pcow_check(P("dr.img"), 0, 0, &res, msgcat, msgs, err, sizeof err) == 0);
+    CHECK(res.corruptions == 1 && res.leaks == 0);
+    CHECK_CONTAINS(msgs, "7 cluster(s) named only by entries or tables reported as corrupt");
+    /* and no repair frees them */
+    uint64_t sz = fsize(P("dr.img"));
+    CHECK(check_img("dr.img", 0, PCOW_REPAIR_ALL, &res) == 0);
+    CHECK(fsize(P("dr.img")) == sz);
+    CHECK(rawio(P("dr.img"), true, &l2, 8, (off_t)L.l1_offset) == 0);
+    img = op("dr.img", 0);
+    CHECK(img);
+    CHECK(read_eq(img, 0, A, sizeof A));
+    pcow_close(img, NULL, 0);
+}
+
+/* Patch directory record `rec` of name (name field) and fix the directory checksum. */
+static int rename_record(const char *name, uint32_t rec, const char *nm)
+{
+    uint64_t doff = get_slot(name, 0, 72, 8), cnt = get_slot(name, 0, 80, 4);
+    if (rec >= cnt)
+        return -1;
+    uint8_t *d = calloc(cnt, 128);
+    if (!d || rawio(P(name), false, d, cnt * 128, (off_t)doff)) {
+        free(d);
+        return -1;
+    }
+    uint8_t *p = d + rec * 128;
+    memset(p + 40, 0, 64);
+    uint32_t l = (uint32_t)strlen(nm);
+    memcpy(p + 32, &l, 4);
+    memcpy(p + 40, nm, l);
+    uint32_t crc = pcow_crc32c(0, d, cnt * 128);
+    int r = rawio(P(name), true, d, cnt * 128, (off_t)doff);
+    free(d);
+    if (r == 0)
+        r = set_slot(name, 0, 84, 4, crc);
+    if (r == 0)
+        r = set_slot(name, 1, 84, 4, crc);
+    return r;
+}
+
+/* A key made only of digits is an id, anything else a name: "-d 2" never deletes the layer
+ * named "2" when id 2 is another layer, and all-digit names cannot be created. */
+static void test_snapshot_keys(void)
+{
+    CHECK(mk("keys.img", 1 << 20, 4096, NULL) == 0);
+    pcow_image *img = op("keys.img", PCOW_OPEN_RDWR);
+    CHECK(img);
+    static uint8_t A[4096];
+    pattern(A, sizeof A, 3);
+    CHECKR(pcow_snapshot_create(img, "a"), img); /* id 1 */
+    CHECKR(pcow_write(img, A, sizeof A, 0), img);
+    CHECKR(pcow_snapshot_create(img, "b"), img); /* id 2 */
+    CHECK(pcow_snapshot_create(img, "2") == -EINVAL);
+    CHECK_CONTAINS(pcow_errmsg(img), "all digits");
+    CHECK(pcow_snapshot_create(img, "007") == -EINVAL);
+    CHECK(pcow_snapshot_delete(img, "3") == -EINVAL); /* the active layer */
+    CHECK(pcow_snapshot_delete(img, "9") == -ENOENT);
+    CHECK_CONTAINS(pcow_errmsg(img), "no snapshot with id 9");
+    pcow_close(img, NULL, 0);
+    /* a hostile image names layer 1 "2" */
+    CHECK(rename_record("keys.img", 0, "2") == 0);
+    img = op("keys.img", PCOW_OPEN_RDWR);
+    CHECK(img);
+    CHECKR(pcow_snapshot_delete(img, "2"), img); /* id 2 ("b"), not the layer named "2" */
+    CHECK(pcow_layer_count(img) == 2);
+    struct pcow_layer_info L;
+    CHECKR(pcow_layer_get(img, 0, &L), img);
+    CHECK(L.id == 1 && !strcmp(L.name, "2"));
+    CHECK(read_eq(img, 0, A, sizeof A)); /* b's data merged into the active layer */
+    CHECKR(pcow_snapshot_apply(img, "1"), img);
+    pcow_close(img, NULL, 0);
+}
+
+static void set_dirflags(uint8_t *d, void *ctx)
+{
+    (void)ctx;
+    d[28] = 1;
+}
+
+/* Messages: the directory field that is wrong is named; a deep chain keeps the reason; a short
+ * read says what was read. */
+static void test_messages(void)
+{
+    char err[1024];
+    CHECK(mk("fld.img", 1 << 20, 4096, NULL) == 0);
+    uint64_t doff = get_slot("fld.img", 0, 72, 8);
+    uint8_t d[128];
+    CHECK(rawio(P("fld.img"), false, d, sizeof d, (off_t)doff) == 0);
+    set_dirflags(d, NULL);
+    CHECK(rawio(P("fld.img"), true, d, sizeof d, (off_t)doff) == 0);
+    uint32_t crc = pcow_crc32c(0, d, sizeof d);
+    CHECK(set_slot("fld.img", 0, 84, 4, crc) == 0 && set_slot("fld.img", 1, 84, 4, crc) == 0);
+    CHECK(open_err("fld.img", 0, err, sizeof err) == -EUCLEAN);
+    CHECK_CONTAINS(err, "has an invalid field: flags 0x1 are not 0");
+    /* a chain of 30 images with long names whose bottom base is missing */
+    char names[31][200];
+    for (int i = 0; i <= 30; i++)
+        snprintf(names[i], sizeof names[i], "chain-%02d-%0150d.img", i, 0);
+    for (int i = 29; i >= 0; i--) {
+        struct pcow_create_opts o = {.virtual_size = 1 << 20, .cluster_size = 4096, .base = names[i + 1],
+                                     .base_format = i == 29 ? PCOW_BASE_RAW : PCOW_BASE_PCOW, .no_base_check = true};
+        CHECK(pcow_create(P(names[i]), &o, err, sizeof err) == 0);
+    }
+    CHECK(open_err(names[0], 0, err, sizeof err) == -ENOENT);
+    CHECK(strlen(err) < sizeof err);
+    CHECK_CONTAINS(err, names[0]);
+    CHECK_CONTAINS(err, "[...]");
+    CHECK_CONTAINS(err, "chain-30-");
+    CHECK_CONTAINS(err, "does not exist");
+    /* short read: the file shrinks under an open image */
+    CHECK(mk("sr.img", 1 << 20, 4096, NULL) == 0);
+    pcow_image *img = op("sr.img", PCOW_OPEN_RDWR);
+    CHECK(img);
+    static uint8_t A[8192], got[8192];
+    pattern(A, sizeof A, 9);
+    CHECKR(pcow_write(img, A, sizeof A, 0), img);
+    struct pcow_mapping m;
+    CHECKR(pcow_lookup(img, 1, &m), img);
+    CHECK(truncate(P("sr.img"), (off_t)(m.file_off + 2048)) == 0);
+    CHECK(pcow_read(img, got, sizeof got, 0) == -EIO);
+    CHECK_CONTAINS(pcow_errmsg(img), "short read of data (");
+    CHECK_CONTAINS(pcow_errmsg(img), "the file ends at 0x");
+    pcow_close(img, NULL, 0);
+}
+
+/* Who holds the image: the OFD lock has no owner PID, the library finds it in /proc. */
+static void test_in_use_pid(void)
+{
+    CHECK(mk("use.img", 1 << 20, 4096, NULL) == 0);
+    int tochild[2], toparent[2];
+    CHECK(pipe(tochild) == 0 && pipe(toparent) == 0);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        pcow_image *c = NULL;
+        char e[512], x;
+        if (pcow_open(P("use.img"), PCOW_OPEN_RDWR, &c, e, sizeof e) < 0)
+            _exit(1);
+        if (write(toparent[1], "r", 1) != 1)
+            _exit(1);
+        if (read(tochild[0], &x, 1) < 0)
+            _exit(1);
+        pcow_close(c, NULL, 0);
+        _exit(0);
+    }
+    char x;
+    CHECK(read(toparent[0], &x, 1) == 1);
+    pcow_image *img = op("use.img", PCOW_OPEN_NO_LOCK);
+    int who = 0, r = img ? pcow_in_use(img, &who) : -1;
+    char err[1024], want[64];
+    snprintf(want, sizeof want, "in use by PID %d", (int)pid);
+    int r2 = open_err("use.img", PCOW_OPEN_RDWR, err, sizeof err);
+    CHECK(write(tochild[1], "x", 1) == 1);
+    int st;
+    waitpid(pid, &st, 0);
+    CHECK(img);
+    CHECK(r == 1 && who == pid);
+    CHECK(r2 == -EAGAIN);
+    CHECK_CONTAINS(err, want);
+    pcow_close(img, NULL, 0);
+    img = op("use.img", PCOW_OPEN_NO_LOCK);
+    CHECK(img);
+    CHECK(pcow_in_use(img, &who) == 0);
+    pcow_close(img, NULL, 0);
+}
+
 static void test_leaks_and_repair(void)
 {
     CHECK(mk("leak.img", 1 << 20, 4096, NULL) == 0);
@@ -1288,6 +1731,14 @@ static const struct test tests[] = {
     {"map", test_map},
     {"crash_states", test_crash_states},
     {"many_images", test_many_images},
+    {"file_types", test_file_types},
+    {"stripe_outside", test_stripe_outside},
+    {"unaligned_tail", test_unaligned_tail},
+    {"header_verdicts", test_header_verdicts},
+    {"dropped_not_leaks", test_dropped_not_leaks},
+    {"snapshot_keys", test_snapshot_keys},
+    {"messages", test_messages},
+    {"in_use_pid", test_in_use_pid},
     {"concurrent_lookup", test_concurrent_lookup},
     {"concurrent_lookup_records", test_concurrent_lookup_records},
 };

@@ -20,13 +20,13 @@ static const char *usage_text =
     "  create [-c CLUSTER] [-s SUBUNIT] [-b BASE [-F raw|pcow]] [--stripes N] [--stripe-unit SIZE] [--bitmap-records] FILE [SIZE]\n"
     "  create CLUSTER_KIB SIZE_GIB FILE          (the paper's form: create 64 128 x.img)\n"
     "  info [--output=human|json] [--backing-chain] [-U] FILE\n"
-    "  snapshot -c NAME | -l | -d NAME | -a NAME FILE   (create, list, delete, apply)\n"
+    "  snapshot -c NAME | -l | -d SNAP | -a SNAP FILE   (create, list, delete, apply)\n"
     "  rollback FILE SNAPSHOT\n"
     "  rebase [-u] -b BASE [-F raw|pcow] FILE   (-b \"\" removes the base)\n"
     "  commit FILE\n"
     "  check [-r leaks|all] [--output=human|json] [-U] FILE\n"
     "  map [--output=human|json] [-U] FILE\n"
-    "  convert -f raw|pcow -O raw|pcow [-c CLUSTER] IN OUT\n"
+    "  convert -f raw|pcow -O raw|pcow [-c CLUSTER] [--force] IN OUT   (--force: replace an existing pcow image OUT)\n"
     "  write [--fine] FILE OFFSET SRC            (copy file SRC into the image at OFFSET; like qemu-io;\n"
     "                                            --fine: copy-on-write only the touched sub-units)\n"
     "  read [-U] FILE OFFSET LENGTH              (dump image bytes to stdout)\n"
@@ -35,23 +35,85 @@ static const char *usage_text =
     "SIZE takes K, M, G, T suffixes (powers of 1024); a plain number is bytes.\n"
     "Base paths are resolved relative to the image's directory; absolute paths and '..' are\n"
     "refused unless --unsafe-base-paths is given. -U reads an image another process holds open.\n"
-    "check exits 0 (clean), 2 (corruption), 3 (leaks only), 1 (error).\n";
+    "SNAP is a snapshot's id when made only of digits, else its name (names cannot be all digits).\n"
+    "Usage errors exit 2; other errors exit 1. check exits 0 (clean), 2 (corruption), 3 (leaks\n"
+    "only), 1 (error).\n";
+
+#define EXIT_USAGE 2
+
+/* Length of the valid UTF-8 sequence at p (1..4), or 0 if the byte at p does not start one. */
+static int utf8_len(const unsigned char *p)
+{
+    unsigned c = p[0];
+    if (c < 0x80)
+        return 1;
+    int n = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    if (!n)
+        return 0;
+    unsigned lo = 0x80, hi = 0xbf; /* no overlong forms, surrogates or code points > U+10FFFF */
+    if (c == 0xe0) lo = 0xa0;
+    if (c == 0xed) hi = 0x9f;
+    if (c == 0xf0) lo = 0x90;
+    if (c == 0xf4) hi = 0x8f;
+    if (p[1] < lo || p[1] > hi)
+        return 0;
+    for (int i = 2; i < n; i++)
+        if (p[i] < 0x80 || p[i] > 0xbf)
+            return 0;
+    return n;
+}
+
+/* Names (file, snapshot and base names) come from the image and may hold any byte: text output
+ * shows control characters and bytes that are not UTF-8 as \xNN. */
+static void txt_put(FILE *o, const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; p && *p;) {
+        int n = utf8_len(p);
+        if (n == 1 && *p >= 0x20 && *p != 0x7f) {
+            fputc(*p, o);
+        } else if (n > 1) {
+            fwrite(p, 1, (size_t)n, o);
+        } else {
+            fprintf(o, "\\x%02x", *p);
+            n = 1;
+        }
+        p += n;
+    }
+}
+
+/* txt_put into a buffer (for padded columns). */
+static const char *txt(const char *s, char *b, size_t n)
+{
+    FILE *m = fmemopen(b, n, "w");
+    if (!m) {
+        snprintf(b, n, "?");
+        return b;
+    }
+    txt_put(m, s);
+    fclose(m);
+    b[n - 1] = 0;
+    return b;
+}
 
 static void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void die_usage(const char *fmt, ...)
 {
     va_list ap;
-    fprintf(stderr, "pcow-img: ");
+    char b[2048];
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vsnprintf(b, sizeof b, fmt, ap);
     va_end(ap);
+    fprintf(stderr, "pcow-img: ");
+    txt_put(stderr, b);
     fprintf(stderr, "\nTry 'pcow-img help'.\n");
-    exit(EXIT_ERR);
+    exit(EXIT_USAGE);
 }
 
 static int fail(const char *msg)
 {
-    fprintf(stderr, "pcow-img: %s\n", msg);
+    fprintf(stderr, "pcow-img: ");
+    txt_put(stderr, msg);
+    fputc('\n', stderr);
     return EXIT_ERR;
 }
 
@@ -63,7 +125,7 @@ struct args {
     bool bitmap_records, fine;
     const char *snap_name;
     char snap_op;
-    bool json, chain, unsafe_base, force_share, rebase_unsafe, have_b;
+    bool json, chain, unsafe_base, force_share, rebase_unsafe, have_b, force;
 };
 
 static void parse(int argc, char **argv, struct args *a, const char *allowed)
@@ -114,6 +176,10 @@ static void parse(int argc, char **argv, struct args *a, const char *allowed)
         if (!strcmp(s, "--stripe-unit")) {
             NEEDVAL();
             a->stripe_unit = val;
+            continue;
+        }
+        if (!strcmp(s, "--force")) {
+            a->force = true;
             continue;
         }
         if (!strcmp(s, "--fine")) {
@@ -215,16 +281,24 @@ static void human_size(uint64_t v, char *b, size_t n)
         snprintf(b, n, "%.3g %s", d, u[i]);
 }
 
+/* A JSON string that is valid UTF-8 whatever the bytes: control characters escaped, a byte
+ * that does not start a valid UTF-8 sequence becomes U+FFFD. */
 static void json_str(FILE *o, const char *s)
 {
     fputc('"', o);
-    for (const unsigned char *p = (const unsigned char *)s; p && *p; p++) {
-        if (*p == '"' || *p == '\\')
+    for (const unsigned char *p = (const unsigned char *)s; p && *p;) {
+        int n = utf8_len(p);
+        if (n == 0) {
+            fputs("\\ufffd", o);
+            n = 1;
+        } else if (*p == '"' || *p == '\\') {
             fprintf(o, "\\%c", *p);
-        else if (*p < 0x20)
+        } else if (*p < 0x20 || *p == 0x7f) {
             fprintf(o, "\\u%04x", *p);
-        else
-            fputc(*p, o);
+        } else {
+            fwrite(p, 1, (size_t)n, o);
+        }
+        p += n;
     }
     fputc('"', o);
 }
@@ -258,6 +332,9 @@ static int cmd_create(int argc, char **argv)
         o.virtual_size = gb << 30;
         file = a.pos[2];
     } else {
+        if (a.npos == 2 && all_digits(a.pos[0]) && all_digits(a.pos[1]))
+            die_usage("create %s %s: FILE is missing (the positional form is create CLUSTER_KIB SIZE_GIB FILE; "
+                      "to create a file named '%s', write ./%s)", a.pos[0], a.pos[1], a.pos[0], a.pos[0]);
         if (a.npos < 1 || a.npos > 2)
             die_usage("create needs FILE [SIZE]");
         file = a.pos[0];
@@ -301,8 +378,9 @@ static int cmd_create(int argc, char **argv)
         pcow_get_info(img, &in);
         char hs[32];
         human_size(in.virtual_size, hs, sizeof hs);
-        printf("Formatting '%s', fmt=pcow cluster_size=%u size=%" PRIu64 " (%s)%s%s\n", file, in.cluster_size,
-               in.virtual_size, hs, in.base_path[0] ? " base=" : "", in.base_path);
+        char e1[4096], e2[2100];
+        printf("Formatting '%s', fmt=pcow cluster_size=%u size=%" PRIu64 " (%s)%s%s\n", txt(file, e1, sizeof e1), in.cluster_size,
+               in.virtual_size, hs, in.base_path[0] ? " base=" : "", txt(in.base_path, e2, sizeof e2));
         pcow_close(img, NULL, 0);
     }
     return 0;
@@ -324,16 +402,18 @@ static void info_json(FILE *o, pcow_image *img, const char *name)
 {
     struct pcow_info in;
     pcow_get_info(img, &in);
+    int pid = -1, in_use = pcow_in_use(img, &pid);
     fprintf(o, "{\n  \"filename\": ");
     json_str(o, name);
     fprintf(o, ",\n  \"format\": \"pcow\",\n  \"version\": %u,\n  \"virtual_size\": %" PRIu64
                ",\n  \"virtual-size\": %" PRIu64 ",\n  \"cluster_size\": %u,\n  \"cluster-size\": %u,\n  \"subunit_size\": %u"
                ",\n  \"clusters\": %" PRIu64 ",\n  \"allocated_clusters\": %" PRIu64 ",\n  \"total_data_clusters\": %" PRIu64
                ",\n  \"file_size\": %" PRIu64 ",\n  \"actual-size\": %" PRIu64 ",\n  \"image_end\": %" PRIu64
-               ",\n  \"dirty\": %s,\n  \"dirty-flag\": %s,\n  \"generation\": %" PRIu64 ",\n  ",
+               ",\n  \"dirty\": %s,\n  \"dirty-flag\": %s,\n  \"generation\": %" PRIu64 ",\n  \"in-use\": %s,\n  \"in-use-pid\": %d,\n  ",
             in.version, in.virtual_size, in.virtual_size, in.cluster_size, in.cluster_size, in.subunit_size, in.clusters,
             in.allocated_clusters, in.total_data_clusters, in.file_size, in.file_size, in.image_end,
-            in.dirty ? "true" : "false", in.dirty ? "true" : "false", in.generation);
+            in.dirty ? "true" : "false", in.dirty ? "true" : "false", in.generation, in_use == 1 ? "true" : "false",
+            in_use == 1 && pid > 0 ? pid : 0);
     features_json(o, &in);
     fprintf(o, ",\n  \"stripes\": {\"count\": %u, \"unit\": %" PRIu64 ", \"files\": [", in.stripe_count, in.stripe_unit);
     for (uint32_t i = 0; i < in.stripe_count; i++) {
@@ -389,15 +469,24 @@ static void info_human(pcow_image *img, const char *name)
     char vs[32], ds[32];
     human_size(in.virtual_size, vs, sizeof vs);
     human_size(in.file_size, ds, sizeof ds);
+    char en[4096], eb[2100], er[8200];
     printf("image: %s\nfile format: pcow\nversion: %u\nvirtual size: %s (%" PRIu64 " bytes)\ndisk size: %s\n"
            "cluster_size: %u\nsubunit_size: %u\nallocated clusters: %" PRIu64 " (active layer), %" PRIu64 " (all layers)\n",
-           name, in.version, vs, in.virtual_size, ds, in.cluster_size, in.subunit_size, in.allocated_clusters,
+           txt(name, en, sizeof en), in.version, vs, in.virtual_size, ds, in.cluster_size, in.subunit_size, in.allocated_clusters,
            in.total_data_clusters);
     if (in.base_format)
-        printf("base file: %s (actual path: %s, format %s)\n", in.base_path, in.base_resolved,
+        printf("base file: %s (actual path: %s, format %s)\n", txt(in.base_path, eb, sizeof eb), txt(in.base_resolved, er, sizeof er),
                in.base_format == PCOW_BASE_PCOW ? "pcow" : "raw");
     printf("stripes: %u (unit %" PRIu64 ")\n", in.stripe_count, in.stripe_unit);
-    printf("dirty: %s\n", in.dirty ? "yes (not closed cleanly; run check)" : "no");
+    int pid = -1;
+    if (pcow_in_use(img, &pid) == 1) {
+        if (pid > 0)
+            printf("dirty: in use by PID %d (open read-write; not a sign of an unclean close)\n", pid);
+        else
+            printf("dirty: in use by another process (open read-write; not a sign of an unclean close)\n");
+    } else {
+        printf("dirty: %s\n", in.dirty ? "yes (not closed cleanly; run check)" : "no");
+    }
     if (in.layer_count > 1) {
         printf("Snapshot list:\n%-6s %-24s %-10s %s\n", "ID", "TAG", "CLUSTERS", "DATE");
         for (uint32_t i = 0; i < in.layer_count; i++) {
@@ -407,7 +496,8 @@ static void info_human(pcow_image *img, const char *name)
                 continue;
             char d[40];
             iso_time(L.ctime_sec, d, sizeof d);
-            printf("%-6u %-24s %-10" PRIu64 " %s\n", L.id, L.name, L.clusters, d);
+            char nm[300];
+            printf("%-6u %-24s %-10" PRIu64 " %s\n", L.id, txt(L.name, nm, sizeof nm), L.clusters, d);
         }
     }
 }
@@ -482,7 +572,7 @@ static int finish(pcow_image *img, int r)
 {
     char err[1024];
     if (r < 0) {
-        fprintf(stderr, "pcow-img: %s\n", pcow_errmsg(img));
+        fail(pcow_errmsg(img));
         pcow_close(img, NULL, 0);
         return EXIT_ERR;
     }
@@ -502,7 +592,8 @@ static int snapshot_list(pcow_image *img)
             continue;
         char d[40];
         iso_time(L.ctime_sec, d, sizeof d);
-        printf("%-6u %-24s %-10" PRIu64 " %-8u %s\n", L.id, L.name, L.clusters, L.parent_id, d);
+        char nm[300];
+        printf("%-6u %-24s %-10" PRIu64 " %-8u %s\n", L.id, txt(L.name, nm, sizeof nm), L.clusters, L.parent_id, d);
     }
     return 0;
 }
@@ -652,8 +743,11 @@ static int cmd_check(int argc, char **argv)
         }
         printf("%s]\n}\n", m.n ? "\n  " : "");
     } else {
-        for (size_t i = 0; i < m.n; i++)
-            printf("%s: %s\n", !strcmp(m.sev[i], "corruption") ? "ERROR" : !strcmp(m.sev[i], "leak") ? "Leaked cluster" : m.sev[i], m.msg[i]);
+        for (size_t i = 0; i < m.n; i++) {
+            printf("%s: ", !strcmp(m.sev[i], "corruption") ? "ERROR" : !strcmp(m.sev[i], "leak") ? "Leaked cluster" : m.sev[i]);
+            txt_put(stdout, m.msg[i]);
+            putchar('\n');
+        }
         if (res.leaks_fixed || res.corruptions_fixed)
             printf("The following inconsistencies were found and repaired:\n    %" PRIu64 " leaked clusters\n    %" PRIu64
                    " corruptions\n\n", res.leaks_fixed, res.corruptions_fixed);
@@ -703,7 +797,9 @@ static int map_cb(void *ctx, const struct pcow_map_extent *e)
         }
         printf("}");
     } else if (e->data) {
-        printf("%#-18" PRIx64 " %#-18" PRIx64 " %#-18" PRIx64 " %s\n", e->start, e->length, e->offset, e->file);
+        printf("%#-18" PRIx64 " %#-18" PRIx64 " %#-18" PRIx64 " ", e->start, e->length, e->offset);
+        txt_put(stdout, e->file);
+        putchar('\n');
     }
     m->n++;
     return 0;
@@ -729,12 +825,42 @@ static int cmd_map(int argc, char **argv)
     if (a.json)
         printf("]\n");
     if (r < 0) {
-        fprintf(stderr, "pcow-img: %s\n", pcow_errmsg(img));
+        fail(pcow_errmsg(img));
         pcow_close(img, NULL, 0);
         return EXIT_ERR;
     }
     pcow_close(img, NULL, 0);
     return 0;
+}
+
+/* open(2) that never blocks on a FIFO or device and accepts only a regular file; errno set. */
+static int open_regular_file(const char *path, int flags, mode_t mode)
+{
+    int fd = open(path, flags | O_CLOEXEC | O_NONBLOCK | O_NOCTTY, mode);
+    if (fd < 0)
+        return -1;
+    struct stat st;
+    int e = 0;
+    if (fstat(fd, &st) < 0)
+        e = errno;
+    else if (!S_ISREG(st.st_mode))
+        e = S_ISDIR(st.st_mode) ? EISDIR : EINVAL; /* EINVAL is reported as "not a regular file" */
+    else {
+        int fl = fcntl(fd, F_GETFL);
+        if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0)
+            e = errno;
+    }
+    if (e) {
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+static const char *open_err(void)
+{
+    return errno == EINVAL ? "not a regular file" : strerror(errno);
 }
 
 /* ---- convert ---- */
@@ -758,7 +884,7 @@ static int cmd_convert(int argc, char **argv)
     if (!fin) {
         fin = pcow_probe_format(in);
         if (fin < 0) {
-            fprintf(stderr, "pcow-img: %s: %s\n", in, strerror(-fin));
+            fprintf(stderr, "pcow-img: %s: %s\n", in, fin == -EINVAL ? "not a regular file" : strerror(-fin));
             return EXIT_ERR;
         }
     }
@@ -772,10 +898,10 @@ static int cmd_convert(int argc, char **argv)
         pcow_get_info(src, &inf);
         size = inf.virtual_size;
     } else {
-        sfd = open(in, O_RDONLY | O_CLOEXEC);
+        sfd = open_regular_file(in, O_RDONLY, 0);
         struct stat st;
         if (sfd < 0 || fstat(sfd, &st) < 0) {
-            fprintf(stderr, "pcow-img: cannot open %s: %s\n", in, strerror(errno));
+            fprintf(stderr, "pcow-img: cannot open %s: %s\n", in, open_err());
             if (sfd >= 0)
                 close(sfd);
             return EXIT_ERR;
@@ -791,6 +917,13 @@ static int cmd_convert(int argc, char **argv)
         fprintf(stderr, "pcow-img: input and output are the same file\n");
         goto done;
     }
+    if (!a.force && pcow_probe_format(out) == PCOW_BASE_PCOW) {
+        /* like create's lock, but also for an image nobody has open: it may hold snapshots */
+        fprintf(stderr, "pcow-img: ");
+        txt_put(stderr, out);
+        fprintf(stderr, " is an existing pcow image; not replacing it (use --force to overwrite it)\n");
+        goto done;
+    }
     if (fout == PCOW_BASE_PCOW) {
         struct pcow_create_opts o = {.virtual_size = size};
         uint64_t v;
@@ -804,10 +937,10 @@ static int cmd_convert(int argc, char **argv)
             goto done;
         }
     } else {
-        dfd = open(out, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        dfd = open_regular_file(out, O_WRONLY | O_CREAT, 0644);
         struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
         if (dfd < 0 || fcntl(dfd, F_OFD_SETLK, &fl) < 0 || ftruncate(dfd, 0) < 0 || ftruncate(dfd, (off_t)size) < 0) {
-            fprintf(stderr, "pcow-img: cannot create %s: %s\n", out, strerror(errno));
+            fprintf(stderr, "pcow-img: cannot create %s: %s\n", out, open_err());
             goto done;
         }
     }
@@ -896,10 +1029,10 @@ static int cmd_write(int argc, char **argv)
     uint64_t off;
     if (a.npos != 3 || !parse_size(a.pos[1], &off))
         die_usage("write needs FILE OFFSET SRC");
-    int fd = open(a.pos[2], O_RDONLY | O_CLOEXEC);
+    int fd = open_regular_file(a.pos[2], O_RDONLY, 0);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) < 0) {
-        fprintf(stderr, "pcow-img: cannot open %s: %s\n", a.pos[2], strerror(errno));
+        fprintf(stderr, "pcow-img: cannot open %s: %s\n", a.pos[2], open_err());
         return EXIT_ERR;
     }
     uint8_t *buf = malloc(st.st_size ? (size_t)st.st_size : 1);
