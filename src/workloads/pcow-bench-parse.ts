@@ -89,7 +89,7 @@ export const PcowBenchCase = z.discriminatedUnion('case', [
       raw: Throughput.optional(),
       pcow: Throughput.optional(),
       pcow_over_raw: z.number().positive().optional(),
-      /** 95% confidence interval of the geometric mean of the paired round ratios (rounds > 1; older outputs lack it). */
+      /** Distribution-free 95% confidence interval of pcow_over_raw, the median of the paired round ratios (rounds >= 6; older outputs lack it). */
       pcow_over_raw_ci95: z.tuple([z.number().positive(), z.number().positive()]).optional(),
       pcow_over_raw_gmean: z.number().positive().optional(),
       ratio_min: z.number().optional(),
@@ -147,7 +147,7 @@ export const PCOW_BENCH_METRICS: MetricInfo[] = [
   { name: 'iops_raw', unit: 'IOPS', better: 'higher', description: 'Accesses per second of the raw file mmap measured in the same run (backend both)' },
   { name: 'bw_raw', unit: 'B/s', better: 'higher', description: 'Bytes per second of the raw file mmap measured in the same run (backend both)' },
   { name: 'pcow_over_raw', unit: 'ratio', better: 'higher', description: 'Median over interleaved rounds of pcow / raw throughput (backend both; 1.0 = no overhead)' },
-  { name: 'pcow_over_raw_ci_lo', unit: 'ratio', better: 'higher', description: 'Lower end of the 95% confidence interval of pcow / raw (geometric mean of the paired rounds, Student t; backend both, rounds > 1)' },
+  { name: 'pcow_over_raw_ci_lo', unit: 'ratio', better: 'higher', description: 'Lower end of the 95% confidence interval of pcow_over_raw (order statistics of the paired rounds; backend both, rounds >= 6)' },
   { name: 'pcow_over_raw_ci_hi', unit: 'ratio', better: 'higher', description: 'Upper end of that 95% confidence interval' },
   { name: 'open_map_s', unit: 's', better: 'lower', description: 'pcow_open + pcow_runtime_map of an image with N allocated clusters' },
   { name: 'open_s', unit: 's', better: 'lower', description: 'pcow_open alone' },

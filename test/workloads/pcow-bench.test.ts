@@ -243,6 +243,22 @@ describe('pcow-bench on this host', () => {
     }
   });
 
+  it('steady, backend both: the CI of pcow_over_raw is the order-statistics interval of the paired ratios\' median', async () => {
+    const one = async (rounds: number) => {
+      const r = await run(bench, ['case', 'steady', '--backend', 'both', '--size', '16M', '--seconds', '0.2', '--rounds', String(rounds)]);
+      expect(r.exitCode, r.stderr).toBe(0);
+      return (JSON.parse(r.stdout) as { result: { ratios: number[]; pcow_over_raw: number; pcow_over_raw_ci95?: [number, number] } }).result;
+    };
+    const r = await one(20);
+    const s = [...r.ratios].sort((a, b) => a - b);
+    expect(s).toHaveLength(20);
+    // n = 20: P(Binomial(20, 1/2) < 6) = 2.1% <= 2.5% < P(< 7): the 6th smallest and the 6th largest
+    expect(r.pcow_over_raw_ci95).toEqual([s[5], s[14]]);
+    expect(r.pcow_over_raw).toBeCloseTo((s[9]! + s[10]!) / 2, 3);
+    // fewer than 6 rounds cannot give 95%: no interval rather than a made-up one
+    expect((await one(5)).pcow_over_raw_ci95).toBeUndefined();
+  });
+
   it('a tiny expansion cell: prepare → run → samples, the kept image in details → cleanup leaves nothing', async () => {
     ctx = await testContext('pcow-bench-exp');
     ctx.nativeBin = nativeBinDir;

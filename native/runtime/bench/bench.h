@@ -78,8 +78,8 @@ void steady_rounds(const struct steady_env *e, enum rwkind w, uint64_t bs, int t
                    double *r_raw, double *r_pcow);
 int steady_teardown(struct steady_env *e, char *err, size_t errlen);
 double run_wl(uint8_t *m, uint64_t size, enum rwkind w, uint64_t bs, int n, double secs);
-/* Paired ratios pcow/raw of n rounds: median, geometric mean and its 95% confidence interval
- * (Student t on the log ratios; lo = hi = mean when n < 2). */
+/* Paired ratios pcow/raw of n rounds: median and its distribution-free 95% confidence interval
+ * (order statistics; NaN when n < 6), geometric mean, extremes. */
 struct ratio_stats {
     int n;
     double median, gmean, ci95_lo, ci95_hi, min, max;

@@ -170,7 +170,7 @@ static void bench_steady(void)
         rm_image(p);
         return;
     }
-    /* many short alternating rounds: the paired ratios' CI resolves a 2% difference */
+    /* many short alternating rounds: the CI of the paired ratios' median narrows with sqrt(rounds) */
     double secs = quick ? 0.05 : 0.1;
     int reps = quick ? 6 : 20;
     section("steady");
