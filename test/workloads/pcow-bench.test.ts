@@ -259,6 +259,33 @@ describe('pcow-bench on this host', () => {
     expect((await one(5)).pcow_over_raw_ci95).toBeUndefined();
   });
 
+  it('the suite reports expansion / floor at 64K-2M clusters and 4 KiB COW / mmap floor as same-run targets', async () => {
+    const r = await run(bench, ['--json', '--quick', '--only', 'expansion,cow']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    type H = { p50_ns: number };
+    const d = JSON.parse(r.stdout) as {
+      floor: { uffdio_copy: H; mmap_fixed_wake: H };
+      expansion: { cells: { cluster_size: number; prealloc_on: { touch: H }; prealloc_off: { touch: H } }[] };
+      cow: { c64k_unit4k: { touch: H } };
+      targets: { id: string; value: number | null; op: string; limit: number; pass: boolean | null }[];
+      errors: string[];
+    };
+    expect(d.errors).toEqual([]);
+    const t = new Map(d.targets.map((x) => [x.id, x]));
+    const expectTarget = (id: string, value: number, limit: number) => {
+      const x = t.get(id);
+      expect(x, id).toMatchObject({ op: '<=', limit, pass: expect.any(Boolean) });
+      expect(x!.value, id).toBeCloseTo(value, 3); // printed with 4 decimals
+      if (Math.abs(x!.value! - limit) > 1e-3) expect(x!.pass, id).toBe(x!.value! <= limit); // pass is decided unrounded
+    };
+    expect(d.expansion.cells.map((c) => c.cluster_size)).toEqual([64 << 10, 256 << 10, 1 << 20, 2 << 20]);
+    for (const [i, id] of ['64k', '256k', '1m', '2m'].entries()) {
+      const c = d.expansion.cells[i]!;
+      expectTarget(`expansion_p50_prealloc_on_over_floor_${id}`, c.prealloc_on.touch.p50_ns / d.floor.uffdio_copy.p50_ns, 2);
+    }
+    expectTarget('cow4k_p50_over_floor_mmap', d.cow.c64k_unit4k.touch.p50_ns / d.floor.mmap_fixed_wake.p50_ns, 1.3);
+  });
+
   it('a tiny expansion cell: prepare → run → samples, the kept image in details → cleanup leaves nothing', async () => {
     ctx = await testContext('pcow-bench-exp');
     ctx.nativeBin = nativeBinDir;
