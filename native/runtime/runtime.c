@@ -224,7 +224,6 @@ int rt_new_placeholder(pcow_runtime *rt, uint64_t align, uint8_t **out)
 }
 
 /* ---- map / unmap ---- */
-static bool pow2(uint64_t v) { return v && !(v & (v - 1)); }
 
 static void rt_free(pcow_runtime *rt)
 {
@@ -273,9 +272,7 @@ static void stop_threads(pcow_runtime *rt, uint32_t started, bool pool)
 int pcow_runtime_map(pcow_image *img, const struct pcow_runtime_opts *opts, pcow_runtime **out, char *err,
                      size_t errlen)
 {
-    struct pcow_runtime_opts o = {0};
-    if (opts)
-        o = *opts;
+    struct pcow_runtime_opts o;
     *out = NULL;
     struct pcow_info info;
     pcow_get_info(img, &info);
@@ -293,24 +290,12 @@ int pcow_runtime_map(pcow_image *img, const struct pcow_runtime_opts *opts, pcow
     uint64_t csize = info.cluster_size, ssize = info.subunit_size;
     if (csize < page)
         FAIL(EINVAL, "cluster size %" PRIu64 " is smaller than the page size %" PRIu64, csize, page);
-    uint64_t unit = o.cow_unit ? o.cow_unit : csize;
-    if (!pow2(unit) || unit < page || unit > csize)
-        FAIL(EINVAL, "COW unit %" PRIu64 " must be a power of two between the page size %" PRIu64
-                     " and the cluster size %" PRIu64, unit, page, csize);
-    if (unit % ssize)
-        FAIL(EINVAL, "COW unit %" PRIu64 " is smaller than the image's sub-unit %" PRIu64
-                     " (cluster %" PRIu64 " / %u sub-units; create the image with a smaller sub-unit)",
-             unit, ssize, csize, info.subunits_per_cluster);
-    uint64_t fill = o.read_fill ? o.read_fill : (csize < 65536 ? csize : 65536);
-    if (!pow2(fill) || fill < page || fill > csize)
-        FAIL(EINVAL, "read fill %" PRIu64 " must be a power of two between %" PRIu64 " and %" PRIu64, fill, page,
-             csize);
-    uint64_t align = o.align ? o.align : (csize > DEFAULT_ALIGN ? csize : DEFAULT_ALIGN);
-    if (!pow2(align) || align < csize)
-        FAIL(EINVAL, "alignment %" PRIu64 " must be a power of two >= the cluster size %" PRIu64, align, csize);
-    uint32_t nth = o.handler_threads ? o.handler_threads : 1;
-    if (nth > MAX_THREADS)
-        FAIL(EINVAL, "%u handler threads requested; at most %d", nth, MAX_THREADS);
+    /* the options' one check (options.c); o then holds the values in effect */
+    char oerr[300];
+    if (pcow_runtime_opts_check(opts, csize, ssize, &o, oerr, sizeof oerr) < 0)
+        FAIL(EINVAL, "%s", oerr);
+    uint64_t unit = o.cow_unit, fill = o.read_fill, align = o.align;
+    uint32_t nth = o.handler_threads;
     if (info.layer_count == 0)
         FAIL(EIO, "image has no usable layer");
 

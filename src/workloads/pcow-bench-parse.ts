@@ -66,7 +66,8 @@ export const PcowBenchCase = z.discriminatedUnion('case', [
   z.looseObject({
     ...common,
     case: z.enum(['expansion', 'cow']),
-    params: z.looseObject({ cluster_size: int, prealloc: int, cow_unit: int, clusters: int, pace_ns: int }),
+    // cow_unit: the bytes a COW copies (cow only; outputs before it was refused for expansion carry it there too)
+    params: z.looseObject({ cluster_size: int, prealloc: int, cow_unit: int.optional(), clusters: int, pace_ns: int }),
     floor: Floor,
     result: z.looseObject({ touch: Hist, p50_over_floor: ratio, p50_over_floor_mmap: ratio, vmas_in_range: z.number().int() }),
   }),
@@ -88,6 +89,9 @@ export const PcowBenchCase = z.discriminatedUnion('case', [
       raw: Throughput.optional(),
       pcow: Throughput.optional(),
       pcow_over_raw: z.number().positive().optional(),
+      /** Distribution-free 95% confidence interval of pcow_over_raw, the median of the paired round ratios (rounds >= 6; older outputs lack it). */
+      pcow_over_raw_ci95: z.tuple([z.number().positive(), z.number().positive()]).optional(),
+      pcow_over_raw_gmean: z.number().positive().optional(),
       ratio_min: z.number().optional(),
       ratio_max: z.number().optional(),
       faults_during_runs: int.optional(),
@@ -143,6 +147,8 @@ export const PCOW_BENCH_METRICS: MetricInfo[] = [
   { name: 'iops_raw', unit: 'IOPS', better: 'higher', description: 'Accesses per second of the raw file mmap measured in the same run (backend both)' },
   { name: 'bw_raw', unit: 'B/s', better: 'higher', description: 'Bytes per second of the raw file mmap measured in the same run (backend both)' },
   { name: 'pcow_over_raw', unit: 'ratio', better: 'higher', description: 'Median over interleaved rounds of pcow / raw throughput (backend both; 1.0 = no overhead)' },
+  { name: 'pcow_over_raw_ci_lo', unit: 'ratio', better: 'higher', description: 'Lower end of the 95% confidence interval of pcow_over_raw (order statistics of the paired rounds; backend both, rounds >= 6)' },
+  { name: 'pcow_over_raw_ci_hi', unit: 'ratio', better: 'higher', description: 'Upper end of that 95% confidence interval' },
   { name: 'open_map_s', unit: 's', better: 'lower', description: 'pcow_open + pcow_runtime_map of an image with N allocated clusters' },
   { name: 'open_s', unit: 's', better: 'lower', description: 'pcow_open alone' },
   { name: 'map_s', unit: 's', better: 'lower', description: 'pcow_runtime_map alone' },
@@ -220,6 +226,11 @@ export function pcowBenchSamples(d: PcowBenchCaseT, source: string): Sample[] {
           { metric: 'bw_raw', value: raw.bytes_per_s, unit: 'B/s' },
           { metric: 'pcow_over_raw', value: ratioValue, unit: 'ratio' },
         );
+        const ci = r.pcow_over_raw_ci95;
+        if (ci) {
+          if (!(ci[0] <= ci[1])) fail(`pcow_over_raw_ci95 [${ci[0]}, ${ci[1]}] is not an interval`);
+          s.push({ metric: 'pcow_over_raw_ci_lo', value: ci[0], unit: 'ratio' }, { metric: 'pcow_over_raw_ci_hi', value: ci[1], unit: 'ratio' });
+        }
       }
       if (be !== 'raw' && r.vmas_in_range !== undefined) s.push({ metric: 'vmas', value: r.vmas_in_range, unit: 'count' });
       break;

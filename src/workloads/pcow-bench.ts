@@ -9,21 +9,29 @@
 //   case stripes    sequential bandwidth of an image striped over N files
 //
 // Decisions (documented for the researcher):
+// - The parameters, defaults, ranges and rules between parameters come from pcow-bench's own
+//   table (native/runtime/bench/options.c, with the runtime options from the runtime's table in
+//   native/runtime/options.c), printed by `pcow-bench case --describe`. That JSON is committed
+//   as native/runtime/bench/describe.json rather than produced at validation time: an
+//   experiment file must validate on a fresh clone before anything is built (`--dry-run`).
+//   `make -C native/runtime describe` regenerates it; bench-test and test/workloads/
+//   pcow-bench.test.ts fail when it differs from the built tool's output, so it cannot go stale.
 // - A parameter that does not apply to the case is an error, so a matrix cannot silently vary
-//   something the case ignores. cow_unit is a runtime option and so applies to expansion too
-//   (it has no effect there: an experiment crossing it should exclude the duplicates).
+//   something the case ignores (cow_unit is not a parameter of expansion: it has no effect there).
 // - The steady access pattern is given as bs + write (+ random), the names qemu-img-bench uses,
-//   so one figure can put pcow, raw mmap and QEMU's block layer side by side on a shared axis.
+//   so one figure can put pcow, raw mmap and QEMU's block layer side by side on a shared axis;
+//   this adapter turns write/random into pcow-bench's --rw (the only parameter it renames).
 //   (`workload` is the matrix's own axis name, so it cannot be a parameter.)
 // - Defaults are filled in per case after validation, so a cell's parameters (and its hash)
 //   say exactly what ran.
 // - The image is kept after each run (`--keep`) and inspected with pcow-img info/check; the
 //   state goes into the cell's details, and a check that finds corruption fails the cell.
 import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { SizeBytes } from '../experiment/schema.ts';
+import { repoRoot } from '../util/paths.ts';
 import { run } from '../util/proc.ts';
 import { PCOW_BENCH_METRICS, parsePcowBench, pcowBenchSamples, type PcowBenchCaseT } from './pcow-bench-parse.ts';
 import { pcowImgCheck, pcowImgInfo, type PcowImgCheck, type PcowImgInfo } from './pcow-img.ts';
@@ -35,114 +43,180 @@ export type PcowBenchCaseName = (typeof PCOW_BENCH_CASES)[number];
 const KiB = 1024;
 const MiB = 1024 * KiB;
 
-/** Parameters each case accepts (besides `case`). */
-export const CASE_PARAMS: Record<PcowBenchCaseName, readonly string[]> = {
-  floor: ['variant', 'faults'],
-  expansion: ['cluster_size', 'prealloc', 'cow_unit', 'clusters'],
-  cow: ['cluster_size', 'prealloc', 'cow_unit', 'clusters'],
-  steady: ['backend', 'bs', 'write', 'random', 'threads', 'size', 'seconds', 'cluster_size'],
-  open: ['clusters', 'cluster_size', 'virtual_size'],
-  stripes: ['stripes', 'size', 'threads', 'seconds', 'cluster_size'],
-};
+// ---- pcow-bench's description of its cases (describe.json) ----
+const Operand = z.union([z.string(), z.number()]);
+const DescribedParam = z.looseObject({
+  name: z.string(),
+  flag: z.string().startsWith('--'),
+  type: z.enum(['size', 'count', 'seconds', 'enum']),
+  values: z.array(z.string()).optional(),
+  min: z.number().optional(),
+  max: z.number().nullable().optional(),
+  pow2: z.boolean().optional(),
+  /** Set for a runtime option: 0 is allowed and means `zero`; `keyword` is the word for 0. */
+  runtime: z.string().optional(),
+  zero: z.string().optional(),
+  keyword: z.string().nullable().optional(),
+  default: z.union([z.number(), z.string(), z.null()]),
+  help: z.string(),
+});
+const DescribedRule = z.looseObject({
+  param: z.string(),
+  kind: z.enum(['divides', 'multiple_of', 'at_least_product']),
+  of: z.array(Operand).min(1),
+  why: z.string().nullable(),
+});
+const Description = z.looseObject({
+  tool: z.literal('pcow-bench'),
+  mode: z.literal('describe'),
+  subunit: z.number(),
+  cases: z.array(z.looseObject({ name: z.string(), image: z.boolean(), help: z.string(), params: z.array(DescribedParam), rules: z.array(DescribedRule) })),
+});
+export type PcowBenchDescription = z.infer<typeof Description>;
+type DescribedParamT = z.infer<typeof DescribedParam>;
 
-/** What pcow-bench uses when a parameter is not given (the same as the C tool's defaults). */
-const CASE_DEFAULTS: Record<PcowBenchCaseName, Omit<PcowBenchParamsT, 'case'>> = {
-  floor: { variant: 'both', faults: 20000 },
-  expansion: { cluster_size: 64 * KiB, prealloc: 0, cow_unit: 'whole', clusters: 2000 },
-  cow: { cluster_size: 64 * KiB, prealloc: 0, cow_unit: 'whole', clusters: 1500 },
-  steady: { backend: 'pcow', bs: 4 * KiB, write: false, random: true, threads: 1, size: 256 * MiB, seconds: 1, cluster_size: 64 * KiB },
-  open: { clusters: 10000, cluster_size: 4 * KiB },
-  stripes: { stripes: 1, size: 256 * MiB, threads: 1, seconds: 1, cluster_size: 64 * KiB },
-};
+export const describeFile = path.join(repoRoot, 'native', 'runtime', 'bench', 'describe.json');
+
+/** Read and check describe.json; the case names must be PCOW_BENCH_CASES (the type the harness uses). */
+export function loadDescription(text: string, source: string): PcowBenchDescription {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`${source}: not valid JSON (${(e as Error).message}); regenerate it with make -C native/runtime describe`);
+  }
+  const r = Description.safeParse(doc);
+  if (!r.success) throw new Error(`${source}: not a pcow-bench description: ${r.error.issues.slice(0, 3).map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  const names = r.data.cases.map((c) => c.name);
+  if (names.join() !== PCOW_BENCH_CASES.join()) throw new Error(`${source}: cases ${names.join(', ')}; this harness knows ${PCOW_BENCH_CASES.join(', ')}`);
+  return r.data;
+}
+
+export const DESCRIPTION: PcowBenchDescription = loadDescription(readFileSync(describeFile, 'utf8'), describeFile);
+const caseOf = (name: PcowBenchCaseName) => DESCRIPTION.cases.find((c) => c.name === name)!;
+
+/** The adapter's own spelling of pcow-bench's `rw`: write (stores) and random (block order). */
+const RW_PARAMS = ['write', 'random'] as const;
+
+/** Parameters each case accepts (besides `case`), in pcow-bench's order, rw spelled write, random. */
+export const CASE_PARAMS = Object.fromEntries(
+  PCOW_BENCH_CASES.map((c) => [c, caseOf(c).params.flatMap((p) => (p.name === 'rw' ? [...RW_PARAMS] : [p.name]))]),
+) as unknown as Record<PcowBenchCaseName, readonly string[]>;
+
+/** Every described parameter by name (one table in C: a name means the same in every case). */
+const PARAMS = new Map<string, DescribedParamT>(DESCRIPTION.cases.flatMap((c) => c.params.map((p) => [p.name, p] as const)));
 
 const pow2 = (v: number): boolean => v > 0 && Number.isInteger(Math.log2(v));
 const human = (v: number): string =>
-  v >= MiB && v % MiB === 0 ? `${v / MiB} MiB` : v >= KiB && v % KiB === 0 ? `${v / KiB} KiB` : `${v} bytes`;
+  v >= MiB && v % MiB === 0 ? `${v / MiB} MiB` : v >= KiB && v % KiB === 0 ? `${v / KiB} KiB` : `${v} B`;
+const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
 
 /** The smallest COW unit: the sub-unit of the images pcow-bench creates (the format's default, 4 KiB at every cluster size). */
-export const SUBUNIT = 4 * KiB;
+export const SUBUNIT = DESCRIPTION.subunit;
+
+function zodFor(p: DescribedParamT): z.ZodType {
+  switch (p.type) {
+    case 'size':
+      return p.keyword ? z.union([z.literal(p.keyword), SizeBytes]) : SizeBytes;
+    case 'count':
+      return z.number().int().nonnegative();
+    case 'seconds':
+      return z.number();
+    case 'enum':
+      return z.enum(p.values as [string, ...string[]]);
+  }
+}
+
+/** What a value of a range-checked parameter must be, as a message (null: it is fine). */
+function rangeProblem(p: DescribedParamT, v: number): string | null {
+  if (p.runtime !== undefined && v === 0) return null; // a runtime option's 0: its default meaning
+  const max = p.max ?? undefined;
+  if (v >= (p.min ?? 0) && (max === undefined || v <= max) && (!p.pow2 || pow2(v)) && (p.type !== 'count' || Number.isInteger(v))) return null;
+  const show = (x: number): string => (p.type === 'size' ? human(x) : String(x));
+  const zero = p.runtime === undefined ? '' : p.keyword ? `, or "${p.keyword}"` : `, or 0 (${p.zero})`;
+  const what =
+    p.type === 'seconds'
+      ? `a number of seconds from ${p.min} to ${max}`
+      : max === undefined
+        ? `at least ${show(p.min ?? 0)}`
+        : `${p.pow2 ? 'a power of two' : p.type === 'count' ? 'a whole number' : 'a size'} from ${show(p.min ?? 0)} to ${show(max)}`;
+  return `${p.name} must be ${what}${zero} (got ${p.type === 'size' ? human(v) : v})`;
+}
+
+const paramShape: Record<string, z.ZodType> = { case: z.enum(PCOW_BENCH_CASES) };
+for (const [name, p] of PARAMS) if (name !== 'rw') paramShape[name] = zodFor(p).optional();
+for (const name of RW_PARAMS) paramShape[name] = z.boolean().optional();
 
 export const PcowBenchParams = z
-  .strictObject({
-    case: z.enum(PCOW_BENCH_CASES),
-    /** Image cluster size, 4 KiB .. 2 MiB (power of two). */
-    cluster_size: SizeBytes.optional(),
-    /** Clusters the pre-allocation thread keeps ready (0 = off). */
-    prealloc: z.number().int().min(0).max(65536).optional(),
-    /** Bytes copied on a copy-on-write, or "whole" (the cluster). */
-    cow_unit: z.union([z.literal('whole'), SizeBytes]).optional(),
-    /** Clusters touched (expansion, cow) or allocated (open). */
-    clusters: z.number().int().min(1).max(100_000_000).optional(),
-    /** steady: the pcow image, a raw file mmap, or both interleaved in one process (gives pcow_over_raw). */
-    backend: z.enum(['pcow', 'raw', 'both']).optional(),
-    /** steady: bytes per access (power of two, 512 B .. 64 MiB). */
-    bs: SizeBytes.optional(),
-    /** steady: stores instead of loads. */
-    write: z.boolean().optional(),
-    /** steady: random block order (else sequential, one slice per thread). */
-    random: z.boolean().optional(),
-    threads: z.number().int().min(1).max(64).optional(),
-    /** steady, stripes: size of the image (and of the raw file). */
-    size: SizeBytes.optional(),
-    /** steady, stripes: measured seconds (per backend; with backend both split into 3 alternating rounds). */
-    seconds: z.number().min(0.01).max(3600).optional(),
-    /** stripes: files the image is striped over. */
-    stripes: z.number().int().min(1).max(8).optional(),
-    /** floor: UFFDIO_COPY, mmap(MAP_FIXED)+UFFDIO_WAKE, or both. */
-    variant: z.enum(['copy', 'mmap', 'both']).optional(),
-    /** floor: faults measured (the first 16 are warm-up). */
-    faults: z.number().int().min(100).max(10_000_000).optional(),
-    /** open: virtual size (default: 5/4 of the allocated part). */
-    virtual_size: SizeBytes.optional(),
-  })
-  .superRefine((p, ctx) => {
+  .strictObject(paramShape)
+  .superRefine((raw, ctx) => {
+    const p = raw as Record<string, unknown> & { case: PcowBenchCaseName };
     const issue = (key: string, message: string): void => {
       ctx.addIssue({ code: 'custom', path: [key], message });
     };
     const allowed = CASE_PARAMS[p.case];
+    let bad = false;
     for (const [k, v] of Object.entries(p)) {
       if (k === 'case' || v === undefined || allowed.includes(k)) continue;
       issue(k, `${k} does not apply to case ${p.case} (its parameters: ${allowed.join(', ')})`);
+      bad = true;
     }
-    const d = { ...CASE_DEFAULTS[p.case], ...Object.fromEntries(Object.entries(p).filter(([, v]) => v !== undefined)) } as Record<string, unknown>;
-    const cs = d.cluster_size as number | undefined;
-    if (p.cluster_size !== undefined && (!pow2(p.cluster_size) || p.cluster_size < 4 * KiB || p.cluster_size > 2 * MiB)) {
-      issue('cluster_size', `cluster_size must be a power of two from 4 KiB to 2 MiB (got ${p.cluster_size})`);
-      return;
-    }
-    if (p.cow_unit !== undefined && p.cow_unit !== 'whole' && cs !== undefined) {
-      const u = p.cow_unit;
-      if (!pow2(u) || u > cs || cs % u !== 0) {
-        issue('cow_unit', `cow_unit ${human(u)} does not divide cluster_size ${human(cs)} (a power of two up to the cluster size, or "whole")`);
-      } else if (u < SUBUNIT) {
-        issue('cow_unit', `cow_unit ${human(u)} is below the image's sub-unit (${human(SUBUNIT)}): the format records copies in 4 KiB units`);
+    const desc = caseOf(p.case);
+    const given = (k: string): boolean => p[k] !== undefined;
+    // ranges of the given values (defaults are in range by construction)
+    for (const d of desc.params) {
+      const v = p[d.name];
+      if (typeof v !== 'number') continue;
+      const problem = rangeProblem(d, v);
+      if (problem) {
+        issue(d.name, problem);
+        bad = true;
       }
     }
-    if (p.bs !== undefined && (!pow2(p.bs) || p.bs < 512 || p.bs > 64 * MiB)) issue('bs', `bs must be a power of two from 512 B to 64 MiB (got ${p.bs})`);
-    if ((p.case === 'steady' || p.case === 'stripes') && cs !== undefined) {
-      const size = d.size as number;
-      const unit = p.case === 'stripes' ? Math.max(2 * MiB, cs) : cs;
-      if (size < 16 * MiB || size % unit !== 0) issue('size', `size must be at least 16 MiB and a multiple of ${human(unit)} (got ${size} bytes)`);
-      const bs = p.case === 'stripes' ? MiB : (d.bs as number);
-      const threads = d.threads as number;
-      if (size / bs < threads) issue('size', `size (${human(size)}) is too small for ${threads} threads of ${human(bs)} accesses`);
-    }
-    if (p.case === 'open' && p.virtual_size !== undefined && cs !== undefined) {
-      const clusters = d.clusters as number;
-      if (p.virtual_size % cs !== 0 || p.virtual_size < clusters * cs) {
-        issue('virtual_size', `virtual_size must be a multiple of cluster_size and hold the ${clusters} clusters (at least ${human(clusters * cs)})`);
+    if (bad) return;
+    // the rules between parameters, on the values in effect
+    const value = (k: string): number | undefined => {
+      const v = p[k] ?? desc.params.find((d) => d.name === k)?.default;
+      return typeof v === 'number' ? v : undefined;
+    };
+    for (const r of desc.rules) {
+      const v = value(r.param);
+      if (v === undefined || v === 0) continue; // computed default, or a keyword ("whole")
+      const ops = r.of.map((o) => (typeof o === 'number' ? { text: human(o), v: o } : { text: `${o} ${human(value(o) ?? 0)}`, v: value(o) ?? 0 }));
+      const opsText = r.of.map((o, i) => (typeof o === 'number' ? ops[i]!.text : PARAMS.get(o)?.type === 'size' ? ops[i]!.text : `${o} ${ops[i]!.v}`));
+      const why = r.why ? ` (${r.why})` : '';
+      const where = given(r.param) ? r.param : (r.of.find((o): o is string => typeof o === 'string' && given(o)) ?? r.param);
+      if (r.kind === 'divides') {
+        const c = ops[0]!.v;
+        if (v > c || c % v !== 0) issue(where, `${r.param} ${human(v)} does not divide ${opsText[0]} (a power of two up to it${PARAMS.get(r.param)?.keyword ? `, or "${PARAMS.get(r.param)!.keyword}"` : ''})`);
+      } else if (r.kind === 'multiple_of') {
+        const m = ops.reduce((acc, o) => (acc / gcd(acc, o.v)) * o.v, 1);
+        if (v % m !== 0) issue(where, `${r.param} ${human(v)} is not a multiple of ${human(m)}${r.of.length > 1 || typeof r.of[0] === 'string' ? ` (${opsText.join(' and ')})` : ''}${why}`);
+      } else {
+        const need = ops.reduce((acc, o) => acc * o.v, 1);
+        if (v < need) issue(where, `${r.param} (${human(v)}) is too small for ${opsText.join(' × ')}${why}`);
       }
     }
   })
-  .transform((p) => {
-    const given = Object.fromEntries(Object.entries(p).filter(([, v]) => v !== undefined)) as Omit<PcowBenchParamsT, 'case'>;
-    const out: PcowBenchParamsT = { ...CASE_DEFAULTS[p.case], ...given, case: p.case };
+  .transform((raw) => {
+    const p = raw as Record<string, unknown> & { case: PcowBenchCaseName };
+    const out: Record<string, unknown> = { case: p.case };
+    for (const d of caseOf(p.case).params) {
+      if (d.name === 'rw') {
+        const rw = String(d.default);
+        out.write = p.write ?? rw.endsWith('write');
+        out.random = p.random ?? rw.startsWith('rand');
+        continue;
+      }
+      const v = p[d.name] ?? d.default;
+      if (v !== null && v !== undefined) out[d.name] = v;
+    }
     // A unit of the whole cluster is "whole": 64K at 64 KiB clusters is the same cell.
-    if (typeof out.cow_unit === 'number' && out.cow_unit === out.cluster_size) out.cow_unit = 'whole';
-    return out;
+    if (out.cow_unit === 0 || (typeof out.cow_unit === 'number' && out.cow_unit === out.cluster_size)) out.cow_unit = 'whole';
+    return out as unknown as PcowBenchParamsT;
   });
 
-export type PcowBenchParamsInput = z.input<typeof PcowBenchParams>;
+export type PcowBenchParamsInput = { case: PcowBenchCaseName } & Partial<Record<string, string | number | boolean>>;
 /** Validated, with the case's defaults filled in; parameters of other cases are absent. */
 export interface PcowBenchParamsT {
   case: PcowBenchCaseName;
@@ -157,6 +231,7 @@ export interface PcowBenchParamsT {
   threads?: number;
   size?: number;
   seconds?: number;
+  rounds?: number;
   stripes?: number;
   variant?: 'copy' | 'mmap' | 'both';
   faults?: number;
@@ -168,29 +243,18 @@ export const imageName = `${PREFIX}.img`;
 
 /** Whether a run of these parameters leaves an image to inspect. */
 export function keepsImage(p: PcowBenchParamsT): boolean {
-  return p.case !== 'floor' && !(p.case === 'steady' && p.backend === 'raw');
+  return caseOf(p.case).image && !(p.case === 'steady' && p.backend === 'raw');
 }
 
-/** argv (without the binary) of one case run. Pure. */
+/** argv (without the binary) of one case run, in pcow-bench's parameter order. Pure. */
 export function pcowBenchArgs(p: PcowBenchParamsT, dir: string, keep?: string): string[] {
   const a = ['case', p.case, '--dir', dir];
-  const opt = (flag: string, v: string | number | undefined): void => {
-    if (v !== undefined) a.push(flag, String(v));
-  };
-  opt('--cluster-size', p.cluster_size);
-  opt('--prealloc', p.prealloc);
-  opt('--cow-unit', p.cow_unit);
-  opt('--clusters', p.clusters);
-  opt('--backend', p.backend);
-  if (p.case === 'steady') opt('--rw', `${p.random === false ? '' : 'rand'}${p.write ? 'write' : 'read'}`);
-  opt('--bs', p.bs);
-  opt('--threads', p.threads);
-  opt('--size', p.size);
-  opt('--seconds', p.seconds);
-  opt('--stripes', p.stripes);
-  opt('--variant', p.variant);
-  opt('--faults', p.faults);
-  opt('--virtual-size', p.virtual_size);
+  const v = p as unknown as Record<string, unknown>;
+  for (const d of caseOf(p.case).params) {
+    if (d.name === 'rw') {
+      if (p.write !== undefined || p.random !== undefined) a.push(d.flag, `${p.random === false ? '' : 'rand'}${p.write ? 'write' : 'read'}`);
+    } else if (v[d.name] !== undefined) a.push(d.flag, String(v[d.name]));
+  }
   if (keep !== undefined) a.push('--keep', keep);
   return a;
 }

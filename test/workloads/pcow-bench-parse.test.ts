@@ -48,7 +48,7 @@ describe('pcow-bench case output', () => {
     const m = byMetric(pcowBenchSamples(d, 'case-cow.json'));
     if (d.case !== 'cow') throw new Error('unreachable');
     expect(m.cows!.value).toBe(d.params.clusters);
-    expect(m.cow_bytes!.value).toBe(d.params.clusters * d.params.cow_unit);
+    expect(m.cow_bytes!.value).toBe(d.params.clusters * d.params.cow_unit!);
     expect(m.service_p50!.value).toBe(d.runtime!.cow.p50_ns);
     expect(m.expansions!.value).toBe(0);
   });
@@ -64,7 +64,24 @@ describe('pcow-bench case output', () => {
     expect(m.iops!.value).toBeCloseTo(m.bw!.value / d.params.bs, 0);
     expect(m.bw_raw!.value).toBe(d.result.raw!.bytes_per_s);
     expect(m.pcow_over_raw!.value).toBe(d.result.pcow_over_raw);
-    expect(d.params.rounds).toBe(3);
+    expect(d.params.rounds).toBe(6);
+    expect(d.result.raw!.rounds_bytes_per_s).toHaveLength(6);
+    // the 95% CI of the paired ratios' median comes along as two metrics, and brackets the median
+    const [lo, hi] = d.result.pcow_over_raw_ci95!;
+    expect(m.pcow_over_raw_ci_lo!.value).toBe(lo);
+    expect(m.pcow_over_raw_ci_hi!.value).toBe(hi);
+    expect(lo).toBeLessThanOrEqual(d.result.pcow_over_raw!);
+    expect(hi).toBeGreaterThanOrEqual(d.result.pcow_over_raw!);
+    // an output without the interval (one round, or an older pcow-bench) has no CI samples
+    const old = JSON.parse(fixture('case-steady-both.json')) as { result: Record<string, unknown> };
+    delete old.result.pcow_over_raw_ci95;
+    const om = byMetric(pcowBenchSamples(parsePcowBench(JSON.stringify(old), 'old.json'), 'old.json'));
+    expect(om.pcow_over_raw).toBeDefined();
+    expect(om.pcow_over_raw_ci_lo).toBeUndefined();
+    // an interval upside down is refused, naming the file
+    const flipped = JSON.parse(fixture('case-steady-both.json')) as { result: { pcow_over_raw_ci95: number[] } };
+    flipped.result.pcow_over_raw_ci95 = [1.2, 0.9];
+    expect(() => pcowBenchSamples(parsePcowBench(JSON.stringify(flipped), 'f.json'), 'f.json')).toThrow(/^f\.json: pcow_over_raw_ci95 \[1\.2, 0\.9\] is not an interval/);
   });
 
   it('steady, backend raw: iops/bw are the raw file mmap, no ratio, no image', () => {

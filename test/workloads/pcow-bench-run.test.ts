@@ -91,7 +91,7 @@ matrix:
 `,
     );
     await expect(runExperiment({ file, dryRun: true, print: () => undefined })).rejects.toThrow(
-      /mixed\.yaml:8:16: matrix\.axes\.prealloc\[0\]: prealloc does not apply to case steady \(its parameters: backend, bs, write, random, threads, size, seconds, cluster_size\); in workload steady/,
+      /mixed\.yaml:8:16: matrix\.axes\.prealloc\[0\]: prealloc does not apply to case steady \(its parameters: backend, bs, write, random, threads, size, seconds, rounds, cluster_size\); in workload steady/,
     );
   });
 });

@@ -51,6 +51,55 @@ struct pcow_runtime_opts {
     bool no_poison;            /* report errors with the beyond-EOF fallback even if UFFDIO_POISON exists */
 };
 
+/* ---- The user-tunable options: one table, one parser, one check (options.c) ----
+ * Every consumer (QEMU's memory-backend-file properties, pcow-bench's flags and its
+ * `case --describe` JSON, the harness) reads this table, so an option is added here only.
+ * Names are spelled as users write them ("cow-unit"); messages start with that name (a caller
+ * that spells it differently, e.g. pcow-bench's "--cow-unit", prefixes its own "--").
+ * Every option's default is 0 (a zeroed struct pcow_runtime_opts is the defaults); zero_means
+ * says what 0 stands for. align, max_map_count and no_poison are for tests, not in the table. */
+enum pcow_runtime_opt_type {
+    PCOW_RT_OPT_COUNT, /* a whole number */
+    PCOW_RT_OPT_SIZE,  /* bytes; the parser takes K, M, G, T suffixes (powers of 1024) */
+};
+#define PCOW_RT_OPT_POW2 1u            /* a non-zero value is a power of two */
+#define PCOW_RT_OPT_DIVIDES_CLUSTER 2u /* ... divides the image's cluster size (so is <= it) */
+#define PCOW_RT_OPT_SUBUNIT 4u         /* ... is a multiple of the image's sub-unit */
+#define PCOW_RT_OPT_PAGE 8u            /* ... is at least the page size */
+
+struct pcow_runtime_option {
+    const char *name;       /* "prealloc-depth", "cow-unit", "handler-threads", "read-fill" */
+    const char *field;      /* its member of struct pcow_runtime_opts (a uint32_t) */
+    enum pcow_runtime_opt_type type;
+    const char *unit;       /* "clusters", "bytes", "threads" */
+    uint64_t min, max;      /* range of a non-zero value */
+    unsigned flags;         /* PCOW_RT_OPT_* rules for a non-zero value */
+    const char *zero_word;  /* a word accepted for 0 ("whole"), or NULL */
+    const char *zero_means; /* what 0, the default, means */
+    const char *help;
+    size_t offset;          /* offsetof(struct pcow_runtime_opts, field) */
+};
+
+/* The table (static, read-only) and its length. */
+const struct pcow_runtime_option *pcow_runtime_options(size_t *count);
+/* The option called name, or NULL. */
+const struct pcow_runtime_option *pcow_runtime_option_find(const char *name);
+/* Parse a user's value ("64K", "2M", "whole", "16") for option name into *o, checking what can
+ * be checked without an image (type, range, power of two). 0, -ENOENT for an unknown name,
+ * -EINVAL for a bad value; the message names the option and the rule. */
+int pcow_runtime_opt_parse(struct pcow_runtime_opts *o, const char *name, const char *value, char *err,
+                           size_t errlen);
+/* THE check of a struct pcow_runtime_opts against an image's geometry (pcow_runtime_map calls
+ * it): every table rule, the page size, align. On success *resolved (may be NULL) holds the
+ * values in effect, every 0 replaced by what it means (cow_unit = cluster size, read_fill =
+ * min(cluster, 64K), handler_threads = 1, align = max(cluster, 2M)). 0 or -EINVAL. */
+int pcow_runtime_opts_check(const struct pcow_runtime_opts *o, uint64_t cluster_size, uint64_t subunit_size,
+                            struct pcow_runtime_opts *resolved, char *err, size_t errlen);
+/* "4096", "64K", "2M", "1G", "1T" (also KiB/KB, lower case): bytes. 0, or -EINVAL. */
+int pcow_runtime_parse_size(const char *s, uint64_t *out);
+/* 65536 -> "64K", 1.5 GiB -> "1.5G", 3000 -> "3000" (for messages). Returns b. */
+const char *pcow_runtime_format_size(uint64_t v, char *b, size_t n);
+
 /* Map img (opened PCOW_OPEN_RDWR) at an aligned address. The runtime borrows img until
  * pcow_runtime_unmap(); meanwhile change the image only through pcow_runtime_* calls.
  * opts may be NULL (defaults).

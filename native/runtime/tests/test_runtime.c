@@ -924,6 +924,79 @@ static void t_crash(void)
     printf("     crash: %d trials, %" PRIu64 " durable writes verified\n", trials, total_checked);
 }
 
+/* The options' table, parser and check: every table entry parses its default and its extremes,
+ * a bad value is refused naming the option, and pcow_runtime_map refuses through the same check
+ * (nothing mapped, the image untouched). */
+static void t_options(void)
+{
+    size_t n;
+    const struct pcow_runtime_option *t = pcow_runtime_options(&n);
+    CHECK(n == 4, "%zu options", n);
+    for (size_t i = 0; i < n; i++) {
+        struct pcow_runtime_opts o;
+        char v[32];
+        CHECK(pcow_runtime_option_find(t[i].name) == &t[i], "%s not found", t[i].name);
+        memset(&o, 0xff, sizeof o);
+        CHECK_OK(pcow_runtime_opt_parse(&o, t[i].name, "0", errbuf, sizeof errbuf), "%s 0: %s", t[i].name, errbuf);
+        CHECK(*(uint32_t *)((char *)&o + t[i].offset) == 0, "%s 0 not stored", t[i].name);
+        snprintf(v, sizeof v, "%" PRIu64, t[i].max);
+        CHECK_OK(pcow_runtime_opt_parse(&o, t[i].name, v, errbuf, sizeof errbuf), "%s %s: %s", t[i].name, v, errbuf);
+        CHECK(*(uint32_t *)((char *)&o + t[i].offset) == t[i].max, "%s max not stored", t[i].name);
+        snprintf(v, sizeof v, "%" PRIu64, t[i].max + 1);
+        CHECK(pcow_runtime_opt_parse(&o, t[i].name, v, errbuf, sizeof errbuf) == -EINVAL &&
+                  !strncmp(errbuf, t[i].name, strlen(t[i].name)),
+              "%s %s accepted or message '%s'", t[i].name, v, errbuf);
+    }
+    struct pcow_runtime_opts o = {0}, r;
+    CHECK_OK(pcow_runtime_opt_parse(&o, "cow-unit", "whole", errbuf, sizeof errbuf), "%s", errbuf);
+    CHECK(o.cow_unit == 0, "whole is %u", o.cow_unit);
+    CHECK_OK(pcow_runtime_opt_parse(&o, "cow-unit", "32KiB", errbuf, sizeof errbuf), "%s", errbuf);
+    CHECK(o.cow_unit == 32768, "32KiB is %u", o.cow_unit);
+    CHECK(pcow_runtime_opt_parse(&o, "cow-unit", "24Q", errbuf, sizeof errbuf) == -EINVAL &&
+              !strcmp(errbuf, "cow-unit '24Q' is not a size or \"whole\" (use e.g. 4K, 64K, 2M)"), "'%s'", errbuf);
+    CHECK(pcow_runtime_opt_parse(&o, "cow-unit", "24K", errbuf, sizeof errbuf) == -EINVAL &&
+              !strcmp(errbuf, "cow-unit 24K must be a power of two from 4K to 2M, or \"whole\""), "'%s'", errbuf);
+    CHECK(pcow_runtime_opt_parse(&o, "handler-threads", "-1", errbuf, sizeof errbuf) == -EINVAL &&
+              strstr(errbuf, "handler-threads '-1' must be a whole number from 0 (1) to 64"), "'%s'", errbuf);
+    CHECK(pcow_runtime_opt_parse(&o, "cow_unit", "4K", errbuf, sizeof errbuf) == -ENOENT &&
+              strstr(errbuf, "unknown runtime option 'cow_unit'"), "'%s'", errbuf);
+    /* the check against a geometry, and what 0 resolves to */
+    o = (struct pcow_runtime_opts){0};
+    CHECK_OK(pcow_runtime_opts_check(&o, 2 << 20, 4096, &r, errbuf, sizeof errbuf), "%s", errbuf);
+    CHECK(r.cow_unit == 2u << 20 && r.read_fill == 65536 && r.handler_threads == 1 && r.align == 2u << 20 &&
+              r.prealloc_depth == 0, "resolved %u %u %u %" PRIu64, r.cow_unit, r.read_fill, r.handler_threads, r.align);
+    CHECK_OK(pcow_runtime_opts_check(NULL, 4096, 4096, &r, errbuf, sizeof errbuf), "%s", errbuf);
+    CHECK(r.cow_unit == 4096 && r.read_fill == 4096, "resolved at 4K clusters %u %u", r.cow_unit, r.read_fill);
+    o.cow_unit = 128 << 10;
+    CHECK(pcow_runtime_opts_check(&o, 64 << 10, 4096, NULL, errbuf, sizeof errbuf) == -EINVAL &&
+              strstr(errbuf, "cow-unit 128K does not divide the cluster size 64K"), "'%s'", errbuf);
+    o.cow_unit = 24 << 10; /* set directly, not parsed: the check repeats the context-free rules */
+    CHECK(pcow_runtime_opts_check(&o, 64 << 10, 4096, NULL, errbuf, sizeof errbuf) == -EINVAL &&
+              strstr(errbuf, "cow-unit 24K must be a power of two"), "'%s'", errbuf);
+    o.cow_unit = 4096;
+    CHECK(pcow_runtime_opts_check(&o, 2 << 20, 64 << 10, NULL, errbuf, sizeof errbuf) == -EINVAL &&
+              strstr(errbuf, "cow-unit 4K is below the image's sub-unit 64K"), "'%s'", errbuf);
+    o = (struct pcow_runtime_opts){.read_fill = 128 << 10};
+    CHECK(pcow_runtime_opts_check(&o, 64 << 10, 4096, NULL, errbuf, sizeof errbuf) == -EINVAL &&
+              strstr(errbuf, "read-fill 128K does not divide the cluster size 64K"), "'%s'", errbuf);
+    o = (struct pcow_runtime_opts){.handler_threads = 65};
+    CHECK(pcow_runtime_opts_check(&o, 64 << 10, 4096, NULL, errbuf, sizeof errbuf) == -EINVAL &&
+              strstr(errbuf, "handler-threads 65 must be a whole number from 1 to 64"), "'%s'", errbuf);
+    o = (struct pcow_runtime_opts){.align = 4096};
+    CHECK(pcow_runtime_opts_check(&o, 64 << 10, 4096, NULL, errbuf, sizeof errbuf) == -EINVAL &&
+              strstr(errbuf, "align 4096 must be a power of two"), "'%s'", errbuf);
+    /* map refuses through the same check, prefixed with the image */
+    create_image("opts.img", 1 << 20, 64 << 10, NULL, 0);
+    char p[512];
+    path_of(p, sizeof p, "opts.img");
+    pcow_runtime *rt = NULL;
+    o = (struct pcow_runtime_opts){.cow_unit = 128 << 10};
+    int rc = pcow_runtime_open(p, 0, &o, &rt, errbuf, sizeof errbuf);
+    CHECK(rc == -EINVAL && rt == NULL && strstr(errbuf, "opts.img: cow-unit 128K does not divide the cluster size 64K"),
+          "r=%d '%s'", rc, errbuf);
+    check_image_clean("opts.img");
+}
+
 int main(int argc, char **argv)
 {
     const char *d = getenv("PCOW_TEST_DIR");
@@ -937,6 +1010,7 @@ int main(int argc, char **argv)
         void (*fn)(void);
         unsigned timeout;
     } tests[] = {
+        {"options: table, parser, check", t_options, 30},
         {"thin provisioning and zero reads", t_thin, 60},
         {"data integrity across unmap/reopen", t_integrity, 90},
         {"snapshot isolation and rollback", t_snapshot, 60},
