@@ -6,14 +6,25 @@
 // into one: `workload: [fio, qemu-bench]` × `rw: [read, write]` gives two fio cells and one
 // qemu-bench cell when only fio has `rw`. An axis no workload in use accepts is an error.
 import { createHash } from 'node:crypto';
+import type { z } from 'zod';
 import type { Cell } from './cell.ts';
 import { CellFilterError, ExperimentError, describeValue, formatPath, type PathProblem, type PathSegment } from './errors.ts';
 import type { AxisScalar, ExperimentConfig } from './schema.ts';
 import { hintFor, hintWithList } from './suggest.ts';
 import { convertIssues, friendlyError, validKeysAt } from './zod-issues.ts';
-import type { AnyWorkload } from '../workloads/types.ts';
 
-export type WorkloadLookup = (tool: string) => AnyWorkload | undefined;
+/**
+ * What planning needs of a workload tool: its name, parameter schema and metric names. Declared
+ * here (workloads/ implements it) so that experiment/ does not import workloads/, which imports
+ * experiment/ for the shared schema pieces.
+ */
+export interface ToolSchema {
+  tool: string;
+  params: z.ZodType;
+  metrics: readonly { name: string }[];
+}
+
+export type WorkloadLookup = (tool: string) => ToolSchema | undefined;
 
 export interface PlanOptions {
   lookup: WorkloadLookup;
@@ -56,7 +67,7 @@ export function cellHash(tool: string, params: Record<string, unknown>): string 
 }
 
 /** The parameter names a tool's schema accepts; undefined when its schema does not say (accepts anything). */
-export function toolParamKeys(w: AnyWorkload): string[] | undefined {
+export function toolParamKeys(w: ToolSchema): string[] | undefined {
   return validKeysAt(w.params, {}, []);
 }
 
@@ -91,7 +102,7 @@ export function planCells(config: ExperimentConfig, opts: PlanOptions): Plan {
   }
 
   // Tools.
-  const resolved = new Map<string, AnyWorkload>();
+  const resolved = new Map<string, ToolSchema>();
   for (const [name, spec] of specs) {
     const w = opts.lookup(spec.tool);
     if (w) resolved.set(name, w);

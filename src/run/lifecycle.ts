@@ -13,7 +13,7 @@ import { probeHost } from '../host/probe.ts';
 import { setupHost, type HostSession } from '../host/setup.ts';
 import { ensureCommands } from '../host/install.ts';
 import { buildNative, nativeBinDir } from '../build/native.ts';
-import { getWorkload } from '../workloads/registry.ts';
+import { getWorkload, registryLookup } from '../workloads/registry.ts';
 import type { AnyWorkload, WorkloadContext } from '../workloads/types.ts';
 import { harnessInfo } from '../results/provenance.ts';
 import { repoRoot } from '../util/paths.ts';
@@ -91,7 +91,7 @@ class CellTimeout extends Error {}
 
 export async function runExperiment(req: RunRequest): Promise<RunOutcome> {
   const print = req.print ?? ((t: string) => process.stdout.write(t));
-  const loaded = await loadExperiment(req.file);
+  const loaded = await loadExperiment(req.file, registryLookup());
   const config = loaded.config;
   const cells = req.only && req.only.length > 0 ? filterCells(loaded.cells, req.only) : loaded.cells;
 
