@@ -231,15 +231,23 @@ export async function readSamples(dir: string): Promise<SampleRow[]> {
   return rows;
 }
 
+/** The fixed columns of samples.csv, before the axis columns. */
+export const CSV_FIXED_COLUMNS = ['cell', 'cell_hash', 'workload', 'tool', 'repetition', 'metric', 'value', 'unit'] as const;
+
 /**
  * samples.csv: one row per {cell, repetition, metric}; every matrix axis becomes its own column
  * (so a spreadsheet can pivot on it) and the full parameters are kept as JSON in the last column.
+ * The `workload` axis is the `workload` column already; an axis named like another fixed column
+ * gets the column `axis_<name>`, so every column name is unique.
  */
 export async function writeSamplesCsv(dir: string): Promise<string> {
   const rows = await readSamples(dir);
-  const axisNames: string[] = [];
-  for (const r of rows) for (const k of Object.keys(r.axes)) if (!axisNames.includes(k)) axisNames.push(k);
-  const header = ['cell', 'cell_hash', 'workload', 'tool', 'repetition', 'metric', 'value', 'unit', ...axisNames, 'parameters'];
+  const fixed: readonly string[] = CSV_FIXED_COLUMNS;
+  const axisNames = new Set<string>();
+  for (const r of rows) for (const k of Object.keys(r.axes)) if (k !== 'workload') axisNames.add(k);
+  const axes = [...axisNames];
+  const column = (a: string): string => (fixed.includes(a) || a === 'parameters' ? `axis_${a}` : a);
+  const header = [...fixed, ...axes.map(column), 'parameters'];
   const body = rows.map((r) => [
     r.cell,
     r.cellHash,
@@ -249,7 +257,7 @@ export async function writeSamplesCsv(dir: string): Promise<string> {
     r.metric,
     r.value,
     r.unit,
-    ...axisNames.map((a) => (r.axes[a] === undefined ? '' : String(r.axes[a]))),
+    ...axes.map((a) => (r.axes[a] === undefined ? '' : String(r.axes[a]))),
     JSON.stringify(r.params),
   ]);
   const file = path.join(dir, SAMPLES_CSV);
