@@ -1,4 +1,5 @@
 // Problems found in an experiment file, each pinned to file:line:col and a key path.
+import { ConfigError } from '../util/errors.ts';
 
 export type PathSegment = string | number;
 
@@ -40,7 +41,7 @@ export function formatProblem(p: Problem): string {
   return p.path ? `${where}: ${p.path}: ${p.message}` : `${where}: ${p.message}`;
 }
 
-export class ExperimentError extends Error {
+export class ExperimentError extends ConfigError {
   override readonly name = 'ExperimentError';
   /** Sorted by position. */
   readonly problems: readonly Problem[];
@@ -53,7 +54,7 @@ export class ExperimentError extends Error {
 }
 
 /** A wrong `--only key=value` filter: names the filter and lists what would have been valid. */
-export class CellFilterError extends Error {
+export class CellFilterError extends ConfigError {
   override readonly name = 'CellFilterError';
 }
 

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { stringify } from 'csv-stringify/sync';
 import type { Cell } from '../experiment/cell.ts';
 import type { ExperimentConfig } from '../experiment/schema.ts';
+import { ConfigError } from '../util/errors.ts';
 import type { CellRecord, Manifest, RepetitionRecord, SampleRow } from './types.ts';
 
 export const MANIFEST = 'manifest.json';
@@ -117,14 +118,14 @@ export class RunDir {
   static async resume(dir: string, opts: { config: ExperimentConfig; experimentText: string; cells: Cell[] }): Promise<RunDir> {
     const abs = path.resolve(dir);
     if (!existsSync(path.join(abs, MANIFEST))) {
-      throw new Error(`--resume ${dir}: not a run directory (no ${MANIFEST} in ${abs})`);
+      throw new ConfigError(`--resume ${dir}: not a run directory (no ${MANIFEST} in ${abs})`);
     }
     const manifest = await readJson<Manifest>(path.join(abs, MANIFEST));
     if (manifest.schema !== 1 || typeof manifest.runId !== 'string') {
-      throw new Error(`--resume ${dir}: ${MANIFEST} is not a pcow run manifest (schema ${String(manifest.schema)})`);
+      throw new ConfigError(`--resume ${dir}: ${MANIFEST} is not a pcow run manifest (schema ${String(manifest.schema)})`);
     }
     if (manifest.experiment?.name !== opts.config.name) {
-      throw new Error(
+      throw new ConfigError(
         `--resume ${dir}: that run is of experiment "${manifest.experiment?.name}", not "${opts.config.name}"`,
       );
     }
