@@ -8,7 +8,7 @@ import { stringify } from 'csv-stringify/sync';
 import type { Cell } from '../experiment/cell.ts';
 import type { ExperimentConfig } from '../experiment/schema.ts';
 import { ConfigError } from '../util/errors.ts';
-import type { CellRecord, Manifest, RepetitionRecord, SampleRow } from './types.ts';
+import type { CellRecord, Manifest, RepetitionRecord, SampleRow, WarmupRecord } from './types.ts';
 
 export const MANIFEST = 'manifest.json';
 export const CELLS = 'cells.json';
@@ -136,6 +136,7 @@ export class RunDir {
       const prev = byHash.get(cell.hash);
       // Only successful repetitions carry over: a failed or interrupted one is run again.
       if (prev) rec.repetitions = prev.repetitions.filter((r) => r.status === 'ok');
+      if (prev?.warmups && rec.repetitions.length > 0) rec.warmups = prev.warmups;
       rec.status = cellStatus(rec, opts.config.repetitions);
       return rec;
     });
@@ -172,10 +173,11 @@ export class RunDir {
     return d;
   }
 
-  async cellDir(cell: Cell): Promise<string> {
-    const d = path.join(this.dir, 'cells', cell.id);
-    await mkdir(d, { recursive: true });
-    return d;
+  /** Record one warmup run of a cell (replacing an earlier record of the same index). */
+  async recordWarmup(cell: Cell, w: WarmupRecord): Promise<void> {
+    const rec = this.cell(cell.hash);
+    rec.warmups = [...(rec.warmups ?? []).filter((x) => x.warmup !== w.warmup), w].sort((a, b) => a.warmup - b.warmup);
+    await this.saveCells();
   }
 
   /** Record one finished repetition: samples first (append), then the cell record (atomic). */
