@@ -41,14 +41,19 @@ export function formatProblem(p: Problem): string {
   return p.path ? `${where}: ${p.path}: ${p.message}` : `${where}: ${p.message}`;
 }
 
+/** How many problems the message of an ExperimentError lists; the rest are counted. */
+export const MAX_PROBLEMS_SHOWN = 50;
+
 export class ExperimentError extends ConfigError {
   override readonly name = 'ExperimentError';
-  /** Sorted by position. */
+  /** Sorted by position; all of them (the message lists the first MAX_PROBLEMS_SHOWN). */
   readonly problems: readonly Problem[];
 
   constructor(problems: readonly Problem[]) {
-    const sorted = [...problems].sort((a, b) => a.file.localeCompare(b.file) || a.line - b.line || a.col - b.col);
-    super(sorted.map(formatProblem).join('\n'));
+    const sorted = [...problems].sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0) || a.line - b.line || a.col - b.col);
+    const shown = sorted.slice(0, MAX_PROBLEMS_SHOWN).map(formatProblem);
+    const more = sorted.length - shown.length;
+    super(more > 0 ? `${shown.join('\n')}\n... and ${more} more problems (${sorted.length} in all); fix these first` : shown.join('\n'));
     this.problems = sorted;
   }
 }
