@@ -124,6 +124,4 @@ export const Experiment = z.strictObject({
 
 export type ExperimentConfig = z.infer<typeof Experiment>;
 export type FigureConfig = z.infer<typeof Figure>;
-export type MatrixConfig = z.infer<typeof Matrix>;
 export type AxisScalar = z.infer<typeof AxisValue>;
-export type PmConfig = z.infer<typeof Pm>;

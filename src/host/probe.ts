@@ -7,7 +7,7 @@
 import { readdir, readFile, stat } from 'node:fs/promises';
 import os from 'node:os';
 import { run } from '../util/proc.ts';
-import { type CommandRequirement, isRoot, locate } from './install.ts';
+import { isRoot, locate } from './install.ts';
 import { type AcceleratorProbe, type KvmStatus, type TcgStatus, DEFAULT_KVM_TIMEOUT_MS, probeAccelerator } from './kvm.ts';
 import { daxOption, readMounts } from './mounts.ts';
 import { type UserfaultfdStatus, probeUserfaultfd } from './uffd.ts';
@@ -25,11 +25,6 @@ export const TOOL_PACKAGES: Record<ToolName, string> = {
   cc: 'gcc',
   make: 'make',
 };
-
-/** Requirements for ensureCommands, e.g. toolRequirements(['fio', 'qemu-img']). */
-export function toolRequirements(tools: readonly ToolName[]): CommandRequirement[] {
-  return tools.map((t) => ({ command: t, debianPackage: TOOL_PACKAGES[t] }));
-}
 
 export const PROBED_SYSCTLS = [
   'vm.max_map_count',

@@ -80,10 +80,6 @@ export class RunDir {
     public cells: CellRecord[],
   ) {}
 
-  get runId(): string {
-    return this.manifest.runId;
-  }
-
   /** Start a fresh run directory under `resultsRoot/<experiment>/<run-id>`. */
   static async create(opts: {
     resultsRoot: string;

@@ -19,10 +19,6 @@ export function getWorkload(tool: string): AnyWorkload | undefined {
   return workloads.find((w) => w.tool === tool);
 }
 
-export function allWorkloads(): readonly AnyWorkload[] {
-  return workloads;
-}
-
 /** loadExperiment's options for the real tools: resolve `tool:` here, suggest registered names. */
 export function registryLookup(): LoadOptions {
   return { lookup: getWorkload, tools: workloadTools() };
