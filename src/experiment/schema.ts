@@ -38,7 +38,7 @@ export const SysctlName = z.string().regex(/^[a-z0-9_]+(\.[a-z0-9_-]+)+$/, 'expe
 export const PmEmulated = z.strictObject({
   kind: z.literal('emulated'),
   /** Directory on a tmpfs; created if missing. Default: /dev/shm/pcow-<experiment>. */
-  dir: z.string().optional(),
+  dir: z.string().regex(/^\//, 'expected an absolute path such as /dev/shm/pcow').optional(),
 });
 
 export const PmFsdax = z.strictObject({

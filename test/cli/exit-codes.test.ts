@@ -56,6 +56,11 @@ describe('pcow-harness exit status', () => {
     const r = cli('run', '--dry-run', f);
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/bad\.yaml:3:\d+: workloads\.w\.ioengnie: unknown key/);
+    // A host setting that cannot work is a configuration error too, found before anything runs.
+    await writeFile(f, 'name: bad\nhost: { pm: { kind: emulated, dir: shm/pm } }\nworkloads:\n  w: { tool: fio }\n');
+    const rel = cli('run', f);
+    expect(rel.status).toBe(2);
+    expect(rel.stderr).toMatch(/bad\.yaml:2:\d+: host\.pm\.dir: "shm\/pm" does not match|host\.pm\.dir: .*absolute path/);
   });
 
   it('report and --resume of a directory that is not a run directory are 2', async () => {
