@@ -1,7 +1,8 @@
 // pcow-harness command line: run, report, doctor.
 import { parseArgs } from 'node:util';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
+import { ConfigError } from '../util/errors.ts';
 import { repoRoot } from '../util/paths.ts';
 // Command modules are imported when their command runs: `deps` must work before anything else
 // is installed, and `doctor` should not load the chart renderer.
@@ -17,16 +18,31 @@ usage:
       the cells whose axis has that value (repeat a key for OR, different keys for AND).
   pcow-harness report RUN_DIR
       Re-make samples.csv and report/ (charts, index.html) of a run directory.
-  pcow-harness doctor [--json] [--no-kvm]
+  pcow-harness doctor [--json] [--no-kvm] [--install]
       Probe this host: kernel, CPU flags, KVM (boots a tiny guest to see whether it works), userfaultfd,
-      pmem/DAX, sysctls and tool versions.
+      pmem/DAX, sysctls and tool versions. It installs nothing unless --install (as root: the packages the
+      KVM and userfaultfd probes need), and lists what it did (also cache files: probe kernel, initramfs).
 
   pcow-harness deps
       Install (as root) the Debian packages the tests need, or print the exact apt-get command.
 
 npm run experiment -- FILE is "run FILE".`;
 
-class UsageError extends Error {}
+/** A wrong command line: printed with the usage text. */
+class UsageError extends ConfigError {}
+
+/** The experiment files shipped in experiments/, as paths relative to `cwd`. */
+export function availableExperiments(cwd: string): string[] {
+  const dir = path.join(repoRoot, 'experiments');
+  try {
+    return readdirSync(dir)
+      .filter((f) => f.endsWith('.yaml') || f.endsWith('.yml'))
+      .sort()
+      .map((f) => path.relative(cwd, path.join(dir, f)) || f);
+  } catch {
+    return [];
+  }
+}
 
 type Options = NonNullable<NonNullable<Parameters<typeof parseArgs>[0]>['options']>;
 
@@ -53,7 +69,13 @@ export async function main(argv: string[]): Promise<number> {
         // npm runs scripts from the package root; a relative FILE is taken from where the user typed it.
         const cwd = process.env.INIT_CWD ?? process.cwd();
         const file = positionals[0] ? path.resolve(cwd, positionals[0]) : path.join(repoRoot, DEFAULT_EXPERIMENT);
-        if (!existsSync(file)) throw new UsageError(`experiment file not found: ${positionals[0] ?? file}`);
+        if (!existsSync(file)) {
+          const have = availableExperiments(cwd);
+          throw new ConfigError(
+            `experiment file not found: ${positionals[0] ?? file}` +
+              (have.length ? `; available experiments:\n${have.map((f) => `  ${f}`).join('\n')}` : ' (and there are no experiments/*.yaml)'),
+          );
+        }
         const { runExperiment } = await import('../run/lifecycle.ts');
         const out = await runExperiment({
           file: path.relative(cwd, file) || file,
@@ -70,7 +92,7 @@ export async function main(argv: string[]): Promise<number> {
         const dir = positionals[0];
         if (!dir || positionals.length > 1) throw new UsageError('report takes one run directory');
         const abs = path.resolve(process.env.INIT_CWD ?? process.cwd(), dir);
-        if (!existsSync(path.join(abs, 'manifest.json'))) throw new Error(`${dir}: not a run directory (no manifest.json)`);
+        if (!existsSync(path.join(abs, 'manifest.json'))) throw new ConfigError(`${dir}: not a run directory (no manifest.json)`);
         const { writeSamplesCsv } = await import('../results/rundir.ts');
         const { writeReport } = await import('../report/index.ts');
         await writeSamplesCsv(abs);
@@ -79,10 +101,10 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       }
       case 'doctor': {
-        const { values, positionals } = parse(rest, { json: { type: 'boolean' }, 'no-kvm': { type: 'boolean' } });
+        const { values, positionals } = parse(rest, { json: { type: 'boolean' }, 'no-kvm': { type: 'boolean' }, install: { type: 'boolean' } });
         if (positionals.length > 0) throw new UsageError(`doctor takes no arguments, got: ${positionals.join(' ')}`);
         const { probeHost, formatProbe } = await import('../host/probe.ts');
-        const p = await probeHost({ skipKvm: Boolean(values['no-kvm']) });
+        const p = await probeHost({ skipKvm: Boolean(values['no-kvm']), install: Boolean(values.install) });
         process.stdout.write(values.json ? `${JSON.stringify(p, null, 2)}\n` : `${formatProbe(p)}\n`);
         return 0;
       }
@@ -109,6 +131,7 @@ export async function main(argv: string[]): Promise<number> {
     // Experiment errors carry their own file:line:col lines; print them as they are.
     const name = (e as Error).name;
     process.stderr.write(`${name === 'ExperimentError' ? '' : 'error: '}${(e as Error).message}\n`);
-    return name === 'ExperimentError' ? 2 : 1;
+    // Usage and configuration errors (the experiment, --only, --resume, a run directory): 2.
+    return e instanceof ConfigError ? 2 : 1;
   }
 }

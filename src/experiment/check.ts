@@ -2,9 +2,9 @@
 // consistent (see matrix.ts), and figures refer to axes, values and metrics that exist.
 import type { Cell } from './cell.ts';
 import { describeValue, type PathProblem } from './errors.ts';
-import { planCells, sameValue, type PlanOptions } from './matrix.ts';
+import { planCells, type PlanOptions } from './matrix.ts';
 import type { ExperimentConfig } from './schema.ts';
-import { hintFor, hintWithList } from './suggest.ts';
+import { LIST_LIMIT, capList, hintFor, hintWithList } from './suggest.ts';
 
 export interface CheckResult {
   cells: Cell[];
@@ -23,7 +23,15 @@ function checkFigures(config: ExperimentConfig, cells: readonly Cell[], opts: Pl
   const workloadNames = Object.keys(config.workloads);
   // `workload` can be charted even when it is not an axis (it then has one value).
   const dims = [...new Set([...Object.keys(axes), 'workload'])];
+  const isDim = new Set(dims);
   const valuesOf = (dim: string): readonly unknown[] => (dim === 'workload' && !axes['workload'] ? workloadNames : (axes[dim] ?? []));
+  // sameValue compares as strings: one set per axis, built when a figure first asks.
+  const valueSets = new Map<string, Set<string>>();
+  const valueSet = (dim: string): Set<string> => {
+    let set = valueSets.get(dim);
+    if (!set) valueSets.set(dim, (set = new Set(valuesOf(dim).map(String))));
+    return set;
+  };
 
   // Metrics of the tools in use (of every workload when the matrix did not expand).
   const used = cells.length > 0 ? [...new Set(cells.map((c) => c.workload))] : workloadNames;
@@ -34,6 +42,7 @@ function checkFigures(config: ExperimentConfig, cells: readonly Cell[], opts: Pl
     if (w) byTool.set(w.tool, w.metrics.map((m) => m.name));
   }
   const metrics = [...new Set([...byTool.values()].flat())];
+  const metricSet = new Set(metrics);
 
   const ids = new Map<string, number>();
   config.figures.forEach((fig, i) => {
@@ -45,18 +54,18 @@ function checkFigures(config: ExperimentConfig, cells: readonly Cell[], opts: Pl
 
     for (const field of ['x', 'color', 'facet'] as const) {
       const dim = fig[field];
-      if (dim !== undefined && !dims.includes(dim)) {
+      if (dim !== undefined && !isDim.has(dim)) {
         problems.push({ path: at(field), message: `${JSON.stringify(dim)} is not a matrix axis${hintFor(dim, dims, 'axes')}` });
       }
     }
 
     for (const [k, v] of Object.entries(fig.where)) {
-      if (!dims.includes(k)) {
+      if (!isDim.has(k)) {
         problems.push({ path: at('where', k), at: 'key', message: `unknown axis ${JSON.stringify(k)}${hintFor(k, dims, 'axes')}` });
         continue;
       }
       const values = valuesOf(k);
-      if (!values.some((u) => sameValue(u, v))) {
+      if (!valueSet(k).has(String(v))) {
         problems.push({
           path: at('where', k),
           message: `${describeValue(v)} is not a value of axis ${JSON.stringify(k)}${hintWithList(String(v), values.map(String), 'values')}`,
@@ -64,8 +73,8 @@ function checkFigures(config: ExperimentConfig, cells: readonly Cell[], opts: Pl
       }
     }
 
-    if (byTool.size > 0 && !metrics.includes(fig.metric)) {
-      const list = [...byTool].map(([tool, ms]) => `${tool}: ${ms.join(', ')}`).join('; ');
+    if (byTool.size > 0 && !metricSet.has(fig.metric)) {
+      const list = capList([...byTool].map(([tool, ms]) => `${tool}: ${capList(ms)}`), LIST_LIMIT, '; ');
       const dym = hintFor(fig.metric, metrics, 'metrics');
       // Always show the metrics per tool: the reader is choosing what to plot.
       problems.push({

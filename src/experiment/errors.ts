@@ -1,4 +1,5 @@
 // Problems found in an experiment file, each pinned to file:line:col and a key path.
+import { ConfigError } from '../util/errors.ts';
 
 export type PathSegment = string | number;
 
@@ -40,20 +41,25 @@ export function formatProblem(p: Problem): string {
   return p.path ? `${where}: ${p.path}: ${p.message}` : `${where}: ${p.message}`;
 }
 
-export class ExperimentError extends Error {
+/** How many problems the message of an ExperimentError lists; the rest are counted. */
+export const MAX_PROBLEMS_SHOWN = 50;
+
+export class ExperimentError extends ConfigError {
   override readonly name = 'ExperimentError';
-  /** Sorted by position. */
+  /** Sorted by position; all of them (the message lists the first MAX_PROBLEMS_SHOWN). */
   readonly problems: readonly Problem[];
 
   constructor(problems: readonly Problem[]) {
-    const sorted = [...problems].sort((a, b) => a.file.localeCompare(b.file) || a.line - b.line || a.col - b.col);
-    super(sorted.map(formatProblem).join('\n'));
+    const sorted = [...problems].sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0) || a.line - b.line || a.col - b.col);
+    const shown = sorted.slice(0, MAX_PROBLEMS_SHOWN).map(formatProblem);
+    const more = sorted.length - shown.length;
+    super(more > 0 ? `${shown.join('\n')}\n... and ${more} more problems (${sorted.length} in all); fix these first` : shown.join('\n'));
     this.problems = sorted;
   }
 }
 
 /** A wrong `--only key=value` filter: names the filter and lists what would have been valid. */
-export class CellFilterError extends Error {
+export class CellFilterError extends ConfigError {
   override readonly name = 'CellFilterError';
 }
 

@@ -11,7 +11,6 @@ import { duplicateKeys, locate, pathAtOffset } from './locate.ts';
 import type { PlanOptions, WorkloadLookup } from './matrix.ts';
 import { Experiment, type ExperimentConfig } from './schema.ts';
 import { convertIssues, friendlyError } from './zod-issues.ts';
-import { getWorkload, workloadTools } from '../workloads/registry.ts';
 
 export interface LoadedExperiment {
   /** Absolute path. */
@@ -25,14 +24,14 @@ export interface LoadedExperiment {
 }
 
 export interface LoadOptions {
-  /** Where `tool:` names are resolved (default: the workload registry). Tests pass a small fake registry. */
-  lookup?: WorkloadLookup;
-  /** Tool names offered as suggestions (default: the registry's when lookup is not given). */
+  /** Where `tool:` names are resolved: the workload registry's `registryLookup`, or a fake in tests. */
+  lookup: WorkloadLookup;
+  /** Tool names offered as suggestions for an unknown `tool:`. */
   tools?: readonly string[];
 }
 
 /** Load and validate an experiment; throws ExperimentError listing every problem. */
-export async function loadExperiment(file: string, opts: LoadOptions = {}): Promise<LoadedExperiment> {
+export async function loadExperiment(file: string, opts: LoadOptions): Promise<LoadedExperiment> {
   const abs = path.resolve(file);
   let text: string;
   try {
@@ -42,9 +41,7 @@ export async function loadExperiment(file: string, opts: LoadOptions = {}): Prom
     const why = err.code === 'ENOENT' ? 'no such file' : err.code === 'EISDIR' ? 'is a directory, not an experiment file' : err.message;
     throw new ExperimentError([{ file, line: 0, col: 0, path: '', message: `cannot read the experiment: ${why}` }]);
   }
-  const lookup = opts.lookup ?? getWorkload;
-  const tools = opts.tools ?? (opts.lookup ? undefined : workloadTools());
-  const { config, cells } = parseExperiment(text, file, { lookup, tools });
+  const { config, cells } = parseExperiment(text, file, { lookup: opts.lookup, tools: opts.tools });
   return { file: abs, text, sha256: createHash('sha256').update(text).digest('hex'), config, cells };
 }
 

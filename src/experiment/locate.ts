@@ -30,6 +30,22 @@ function isEmptyValue(node: AnyNode): boolean {
   return isScalar(node) && node.value === null && node.range !== undefined && node.range !== null && node.range[0] === node.range[1];
 }
 
+/** Per mapping: key → its first pair, so that placing n problems in a mapping of n keys is linear. */
+const pairIndex = new WeakMap<object, Map<string, { key: unknown; value: unknown }>>();
+
+function pairOf(map: { items: { key: unknown; value: unknown }[] }, key: string): { key: unknown; value: unknown } | undefined {
+  let index = pairIndex.get(map);
+  if (!index) {
+    index = new Map();
+    for (const p of map.items) {
+      const k = keyString(p.key);
+      if (k !== undefined && !index.has(k)) index.set(k, p);
+    }
+    pairIndex.set(map, index);
+  }
+  return index.get(key);
+}
+
 /**
  * Where the node at `path` is. `at: 'key'` points at the key of the last segment. When the path
  * leaves the document (a missing key) the deepest node that exists is used: the parent mapping.
@@ -41,7 +57,7 @@ export function locate(doc: Document, lc: LineCounter, path: readonly PathSegmen
   let reached = 0;
   for (const seg of path) {
     if (isMap(node)) {
-      const pair = node.items.find((p) => keyString(p.key) === String(seg));
+      const pair = pairOf(node, String(seg));
       if (!pair) break;
       keyNode = pair.key as AnyNode;
       const value = resolve(doc, pair.value);
@@ -61,6 +77,27 @@ export function locate(doc: Document, lc: LineCounter, path: readonly PathSegmen
   return lc.linePos(offset);
 }
 
+/**
+ * Items of a mapping or list are in document order: the index of the last one starting at or
+ * before `offset` (binary search, so placing many syntax errors in a long mapping stays linear).
+ */
+function lastStartingAtOrBefore(items: readonly unknown[], startOf: (it: unknown) => number | undefined, offset: number): number {
+  let lo = 0;
+  let hi = items.length - 1;
+  let found = 0;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const st = startOf(items[mid]);
+    if (st === undefined || st <= offset) {
+      found = mid;
+      lo = mid + 1;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  return found;
+}
+
 /** The key path of the deepest node that contains `offset` (for YAML syntax errors). */
 export function pathAtOffset(doc: Document, offset: number): PathSegment[] {
   const path: PathSegment[] = [];
@@ -69,24 +106,35 @@ export function pathAtOffset(doc: Document, offset: number): PathSegment[] {
     const r = (n as { range?: readonly number[] | null } | null)?.range;
     return !!r && offset >= r[0]! && offset <= r[2]!;
   };
+  // Only the item found by the search and its neighbours can contain the offset (earlier first:
+  // in a broken file an unclosed value can run into the next item).
+  const near = <T>(items: readonly T[], startOf: (it: T) => number | undefined): number[] => {
+    const i = lastStartingAtOrBefore(items, startOf as (it: unknown) => number | undefined, offset);
+    return [i - 1, i, i + 1].filter((j) => j >= 0 && j < items.length);
+  };
   for (let depth = 0; depth < 100 && node; depth++) {
     if (isMap(node)) {
       let next: AnyNode;
-      for (const pair of node.items) {
+      let found = false;
+      for (const j of near(node.items, (p) => start(p.key as YamlNode))) {
+        const pair = node.items[j]!;
         const k = keyString(pair.key);
         if (k === undefined) continue;
         if (within(pair.key) || within(pair.value)) {
           path.push(k);
           next = within(pair.value) ? (pair.value as AnyNode) : undefined;
+          found = true;
           break;
         }
       }
+      if (!found) break;
       node = next;
     } else if (isSeq(node)) {
-      const i = node.items.findIndex((it) => within(it));
-      if (i < 0) break;
+      const items = node.items;
+      const i = near(items, (it) => start(it as YamlNode)).find((j) => within(items[j]));
+      if (i === undefined) break;
       path.push(i);
-      node = node.items[i] as AnyNode;
+      node = items[i] as AnyNode;
     } else {
       break;
     }

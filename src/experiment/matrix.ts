@@ -6,14 +6,25 @@
 // into one: `workload: [fio, qemu-bench]` × `rw: [read, write]` gives two fio cells and one
 // qemu-bench cell when only fio has `rw`. An axis no workload in use accepts is an error.
 import { createHash } from 'node:crypto';
+import type { z } from 'zod';
 import type { Cell } from './cell.ts';
 import { CellFilterError, ExperimentError, describeValue, formatPath, type PathProblem, type PathSegment } from './errors.ts';
 import type { AxisScalar, ExperimentConfig } from './schema.ts';
-import { hintFor, hintWithList } from './suggest.ts';
+import { capList, hintFor, hintWithList } from './suggest.ts';
 import { convertIssues, friendlyError, validKeysAt } from './zod-issues.ts';
-import type { AnyWorkload } from '../workloads/types.ts';
 
-export type WorkloadLookup = (tool: string) => AnyWorkload | undefined;
+/**
+ * What planning needs of a workload tool: its name, parameter schema and metric names. Declared
+ * here (workloads/ implements it) so that experiment/ does not import workloads/, which imports
+ * experiment/ for the shared schema pieces.
+ */
+export interface ToolSchema {
+  tool: string;
+  params: z.ZodType;
+  metrics: readonly { name: string }[];
+}
+
+export type WorkloadLookup = (tool: string) => ToolSchema | undefined;
 
 export interface PlanOptions {
   lookup: WorkloadLookup;
@@ -56,7 +67,7 @@ export function cellHash(tool: string, params: Record<string, unknown>): string 
 }
 
 /** The parameter names a tool's schema accepts; undefined when its schema does not say (accepts anything). */
-export function toolParamKeys(w: AnyWorkload): string[] | undefined {
+export function toolParamKeys(w: ToolSchema): string[] | undefined {
   return validKeysAt(w.params, {}, []);
 }
 
@@ -91,7 +102,7 @@ export function planCells(config: ExperimentConfig, opts: PlanOptions): Plan {
   }
 
   // Tools.
-  const resolved = new Map<string, AnyWorkload>();
+  const resolved = new Map<string, ToolSchema>();
   for (const [name, spec] of specs) {
     const w = opts.lookup(spec.tool);
     if (w) resolved.set(name, w);
@@ -106,13 +117,19 @@ export function planCells(config: ExperimentConfig, opts: PlanOptions): Plan {
   // meaningless, so expansion stops after them.
   const toolProblems = problems.length;
 
-  // Axis values: a repeated value would give two identical cells.
+  // Axis values: a repeated value would give two identical cells. sameValue(a, b) is
+  // String(a) === String(b), so one map per axis finds every repeat in linear time.
+  const valueIndex = new Map<string, Map<string, number>>();
   for (const [axis, values] of axisMap) {
+    const first = new Map<string, number>();
     values.forEach((v, i) => {
-      const j = values.findIndex((u) => sameValue(u, v));
-      if (j < i) problems.push({ path: ['matrix', 'axes', axis, i], message: `${describeValue(v)} is already listed on axis ${JSON.stringify(axis)} (at [${j}])` });
+      const j = first.get(String(v));
+      if (j === undefined) first.set(String(v), i);
+      else problems.push({ path: ['matrix', 'axes', axis, i], message: `${describeValue(v)} is already listed on axis ${JSON.stringify(axis)} (at [${j}])` });
     });
+    valueIndex.set(axis, first);
   }
+  const hasValue = (axis: string, v: unknown): boolean => valueIndex.get(axis)?.has(String(v)) ?? false;
 
   // The workload axis.
   const workloadAxis = axisMap.get('workload');
@@ -129,7 +146,9 @@ export function planCells(config: ExperimentConfig, opts: PlanOptions): Plan {
     problems.push({
       path: ['workloads'],
       at: 'key',
-      message: `there are ${workloadNames.length} workloads (${workloadNames.join(', ')}) but no "workload" axis to choose between them; add \`workload: [${workloadNames.join(', ')}]\` under matrix.axes`,
+      message:
+        `there are ${workloadNames.length} workloads (${capList(workloadNames)}) but no "workload" axis to choose between them; ` +
+        (workloadNames.length <= 10 ? `add \`workload: [${workloadNames.join(', ')}]\` under matrix.axes` : 'add `workload: [...]` listing them under matrix.axes'),
     });
   }
 
@@ -157,7 +176,7 @@ export function planCells(config: ExperimentConfig, opts: PlanOptions): Plan {
       if (new Set(lengths.map(([, n]) => n)).size > 1) {
         problems.push({
           path: ['matrix', 'zip', g],
-          message: `zipped axes must have the same number of values: ${lengths.map(([a, n]) => `${a} has ${n}`).join(', ')}`,
+          message: `zipped axes must have the same number of values: ${capList(lengths.map(([a, n]) => `${a} has ${n}`))}`,
         });
       }
     }
@@ -172,7 +191,7 @@ export function planCells(config: ExperimentConfig, opts: PlanOptions): Plan {
       const values = axisMap.get(k);
       if (!values) {
         problems.push({ path: ['matrix', 'exclude', r, k], at: 'key', message: `unknown axis ${JSON.stringify(k)}${hintFor(k, axisNames, 'axes')}` });
-      } else if (!values.some((v) => sameValue(v, rule[k]))) {
+      } else if (!hasValue(k, rule[k])) {
         problems.push({
           path: ['matrix', 'exclude', r, k],
           message: `${describeValue(rule[k])} is not a value of axis ${JSON.stringify(k)}${hintWithList(String(rule[k]), values.map(String), 'values')}`,
@@ -186,10 +205,18 @@ export function planCells(config: ExperimentConfig, opts: PlanOptions): Plan {
   // The product.
   const dims: Dimension[] = [];
   const placed = new Set<string>();
+  const groupMembers = new Map<number, string[]>();
+  for (const a of axisNames) {
+    const g = zipOf.get(a);
+    if (g === undefined) continue;
+    const list = groupMembers.get(g);
+    if (list) list.push(a);
+    else groupMembers.set(g, [a]);
+  }
   for (const a of axisNames) {
     if (placed.has(a)) continue;
     const g = zipOf.get(a);
-    const members = g === undefined ? [a] : axisNames.filter((b) => zipOf.get(b) === g);
+    const members = g === undefined ? [a] : groupMembers.get(g)!;
     members.forEach((m) => placed.add(m));
     dims.push({ axes: members, length: axes(a).length });
   }
@@ -217,14 +244,28 @@ export function planCells(config: ExperimentConfig, opts: PlanOptions): Plan {
   }
 
   const matched = rules.map(() => false);
+  // Rules bucketed by their first key and its value: a cell only checks the rules that can match.
+  const buckets = new Map<string, Map<string, number[]>>();
+  rules.forEach((rule, r) => {
+    const first = Object.entries(rule)[0];
+    if (!first) return; // an empty rule was reported above
+    const [k, v] = first;
+    const byValue = buckets.get(k) ?? new Map<string, number[]>();
+    buckets.set(k, byValue);
+    const list = byValue.get(String(v));
+    if (list) list.push(r);
+    else byValue.set(String(v), [r]);
+  });
   const kept = assignments.filter((pick) => {
     let drop = false;
-    rules.forEach((rule, r) => {
-      if (Object.entries(rule).every(([k, v]) => sameValue(axes(k)[pick[k]!], v))) {
-        matched[r] = true;
-        drop = true;
+    for (const [k, byValue] of buckets) {
+      for (const r of byValue.get(String(axes(k)[pick[k]!])) ?? []) {
+        if (Object.entries(rules[r]!).every(([key, v]) => sameValue(axes(key)[pick[key]!], v))) {
+          matched[r] = true;
+          drop = true;
+        }
       }
-    });
+    }
     return !drop;
   });
   rules.forEach((rule, r) => {
@@ -260,10 +301,15 @@ export function planCells(config: ExperimentConfig, opts: PlanOptions): Plan {
     return k === undefined || k.has(axis);
   };
   const used = [...new Set(kept.map(workloadOf))].filter((n) => resolved.has(n));
+  const usedSet = new Set(used);
+  let paramNames: { tools: string[]; candidates: string[] } | undefined;
   for (const axis of paramAxes) {
     if (used.length === 0 || used.some((n) => applies(n, axis))) continue;
-    const usedTools = [...new Set(used.map((n) => resolved.get(n)!.tool))];
-    const candidates = [...new Set(used.flatMap((n) => [...(keysOf.get(n) ?? [])]))].sort();
+    paramNames ??= {
+      tools: [...new Set(used.map((n) => resolved.get(n)!.tool))],
+      candidates: [...new Set(used.flatMap((n) => [...(keysOf.get(n) ?? [])]))].sort(),
+    };
+    const { tools: usedTools, candidates } = paramNames;
     problems.push({
       path: ['matrix', 'axes', axis],
       at: 'key',
@@ -325,13 +371,13 @@ export function planCells(config: ExperimentConfig, opts: PlanOptions): Plan {
 
   for (const { path, message, workloads } of axisIssues.values()) {
     const ws = [...workloads];
-    const where = used.length > 1 ? `; in workload${ws.length > 1 ? 's' : ''} ${ws.join(', ')}` : '';
+    const where = used.length > 1 ? `; in workload${ws.length > 1 ? 's' : ''} ${capList(ws)}` : '';
     problems.push({ path, message: `${message}${where}` });
   }
 
   // Workloads no cell uses still get their parameters checked, so typos surface now.
   for (const [wname, w] of resolved) {
-    if (used.includes(wname)) continue;
+    if (usedSet.has(wname)) continue;
     const spec = specParams(specs.get(wname)!);
     const parsed = w.params.safeParse(spec, { error: friendlyError });
     if (parsed.success) continue;
@@ -355,13 +401,13 @@ export function planCells(config: ExperimentConfig, opts: PlanOptions): Plan {
       });
     } else byId.set(c.id, c);
     const same = byHash.get(c.hash);
-    if (same) problems.push(duplicateCell(same, c, axes));
+    if (same) problems.push(duplicateCell(same, c, (axis, v) => valueIndex.get(axis)?.get(String(v)) ?? -1));
     else byHash.set(c.hash, c);
   }
   return { cells: problems.length > 0 ? [] : cells, problems };
 }
 
-function duplicateCell(a: Cell, b: Cell, axes: (name: string) => AxisScalar[]): PathProblem {
+function duplicateCell(a: Cell, b: Cell, indexOf: (axis: string, v: AxisScalar | undefined) => number): PathProblem {
   const msg = `cells "${a.id}" and "${b.id}" have the same parameters (hash ${a.hash}) and would measure the same thing`;
   const differing = Object.keys(b.axes).filter((k) => k !== 'workload' && !sameValue(a.axes[k], b.axes[k]));
   if (a.workload !== b.workload) {
@@ -369,7 +415,7 @@ function duplicateCell(a: Cell, b: Cell, axes: (name: string) => AxisScalar[]): 
   }
   const axis = differing[0];
   if (axis !== undefined) {
-    const i = axes(axis).findIndex((v) => sameValue(v, b.axes[axis]));
+    const i = indexOf(axis, b.axes[axis]);
     return {
       path: ['matrix', 'axes', axis, i],
       message: `${axis}=${show(b.axes[axis])} means the same as ${axis}=${show(a.axes[axis])} to ${b.tool}: ${msg}`,
@@ -460,7 +506,11 @@ function showParam(v: unknown): string {
 export function describeCells(cells: readonly Cell[]): string {
   if (cells.length === 0) return '(no cells)';
   const byWorkload = new Map<string, Cell[]>();
-  for (const c of cells) byWorkload.set(c.workload, [...(byWorkload.get(c.workload) ?? []), c]);
+  for (const c of cells) {
+    const list = byWorkload.get(c.workload);
+    if (list) list.push(c);
+    else byWorkload.set(c.workload, [c]);
+  }
   // A parameter is a column when it differs between cells of the same workload.
   const keys = [...new Set(cells.flatMap((c) => Object.keys(c.params)))];
   const varying = keys.filter((k) =>

@@ -38,7 +38,7 @@ export const SysctlName = z.string().regex(/^[a-z0-9_]+(\.[a-z0-9_-]+)+$/, 'expe
 export const PmEmulated = z.strictObject({
   kind: z.literal('emulated'),
   /** Directory on a tmpfs; created if missing. Default: /dev/shm/pcow-<experiment>. */
-  dir: z.string().optional(),
+  dir: z.string().regex(/^\//, 'expected an absolute path such as /dev/shm/pcow').optional(),
 });
 
 export const PmFsdax = z.strictObject({
@@ -124,6 +124,4 @@ export const Experiment = z.strictObject({
 
 export type ExperimentConfig = z.infer<typeof Experiment>;
 export type FigureConfig = z.infer<typeof Figure>;
-export type MatrixConfig = z.infer<typeof Matrix>;
 export type AxisScalar = z.infer<typeof AxisValue>;
-export type PmConfig = z.infer<typeof Pm>;

@@ -29,17 +29,45 @@ function normalise(s: string): string {
 }
 
 /**
+ * Above this many candidates only the cheap rule applies (equal up to case and separators, by a
+ * lookup): comparing every name with every candidate would make a large file's validation
+ * quadratic (each of n bad names against n candidates).
+ */
+export const FUZZY_CANDIDATES_MAX = 1000;
+
+/** Per candidate list: normalised name → the candidates with that form (for large lists). */
+const normalisedIndex = new WeakMap<readonly string[], Map<string, string[]>>();
+
+function byNormalForm(candidates: readonly string[]): Map<string, string[]> {
+  let index = normalisedIndex.get(candidates);
+  if (!index) {
+    index = new Map();
+    for (const c of new Set(candidates)) {
+      const k = normalise(c);
+      const list = index.get(k);
+      if (list) list.push(c);
+      else index.set(k, [c]);
+    }
+    normalisedIndex.set(candidates, index);
+  }
+  return index;
+}
+
+/**
  * The candidates close enough to `word` to be what the user meant, best first (ties all kept, at
  * most `max`). Close enough: equal up to case and separators, a prefix of at least 3 characters
  * ("rwmix" → "rwmixread"), or an edit distance of 1 for short words, 2 up to 6 characters, 3 beyond.
+ * For more than FUZZY_CANDIDATES_MAX candidates only the first rule is applied.
  */
 export function closest(word: string, candidates: Iterable<string>, max = 2): string[] {
   const w = normalise(word);
   if (w.length === 0) return [];
+  const list = Array.isArray(candidates) ? (candidates as readonly string[]) : [...candidates];
+  if (list.length > FUZZY_CANDIDATES_MAX) return (byNormalForm(list).get(w) ?? []).filter((c) => c !== word).slice(0, max);
   const limit = w.length <= 3 ? 1 : w.length <= 6 ? 2 : 3;
   let best = Infinity;
   let found: string[] = [];
-  for (const cand of new Set(candidates)) {
+  for (const cand of new Set(list)) {
     if (cand === word) continue;
     const c = normalise(cand);
     let score: number;
@@ -67,12 +95,20 @@ export function didYouMean(word: string, candidates: Iterable<string>): string {
   return ` (did you mean ${found.map(q).join(' or ')}?)`;
 }
 
+/** How many items of a list a message names before "and N more". */
+export const LIST_LIMIT = 10;
+
+/** `a, b, c`, or the first `limit` items and "and N more": a message never grows with the file. */
+export function capList(items: readonly string[], limit = LIST_LIMIT, sep = ', '): string {
+  const shown = items.slice(0, limit);
+  const more = items.length - shown.length;
+  return more > 0 ? `${shown.join(sep)} and ${more} more` : shown.join(sep);
+}
+
 /** `"a", "b", "c"`; long lists are cut so a message stays one readable line. */
-export function listChoices(choices: readonly string[], limit = 20): string {
+export function listChoices(choices: readonly string[], limit = LIST_LIMIT): string {
   if (choices.length === 0) return '(none)';
-  const shown = choices.slice(0, limit).map(q);
-  const more = choices.length - shown.length;
-  return more > 0 ? `${shown.join(', ')} and ${more} more` : shown.join(', ');
+  return capList(choices.slice(0, limit).map(q), limit) + (choices.length > limit ? ` and ${choices.length - limit} more` : '');
 }
 
 /**

@@ -19,6 +19,12 @@ export interface InstallOptions {
   timeoutMs?: number;
   /** Progress lines (what is being installed, and each step's outcome). */
   log?: (line: string) => void;
+  /**
+   * false: only check, never run apt-get (probes such as `doctor` change nothing on the host);
+   * a missing command then throws MissingCommandsError with the command that would install it.
+   * Default true.
+   */
+  install?: boolean;
 }
 
 /** Commands are missing and the harness may not install them: the message holds the command. */
@@ -90,6 +96,9 @@ export async function ensureCommands(reqs: readonly CommandRequirement[], opts: 
     const pkgs = [...new Set(still.map((r) => r.debianPackage))].sort();
     const argv = installArgv(pkgs);
     const what = still.map((r) => `${r.command} (package ${r.debianPackage})`).join(', ');
+    if (opts.install === false) {
+      throw new MissingCommandsError(`missing: ${what} (not installed by this probe; install with: ${argv.join(' ')})`, still, argv);
+    }
     const root = opts.root ?? isRoot();
     if (!root) {
       throw new MissingCommandsError(

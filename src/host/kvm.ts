@@ -14,7 +14,10 @@ import { gzipSync } from 'node:zlib';
 import { failure, run } from '../util/proc.ts';
 import { cacheDir } from './cache.ts';
 import { cpioNewc } from './cpio.ts';
-import { aptRun, ensureCommands } from './install.ts';
+import { aptRun, ensureCommands, type InstallOptions } from './install.ts';
+
+/** What the probe may do: install missing packages (install) and what it reports doing (log). */
+export type ProbeSetup = Pick<InstallOptions, 'signal' | 'install' | 'log'>;
 
 export type Accel = 'kvm' | 'tcg';
 
@@ -72,12 +75,14 @@ async function readCached(dir: string): Promise<ProbeKernel | null> {
 }
 
 /** The kernel package the linux-image-amd64 metapackage depends on, with its candidate version. */
-export async function resolveKernelPackage(opts: { signal?: AbortSignal } = {}): Promise<{ package: string; version: string }> {
-  const deps = await aptRun('apt-cache', ['depends', 'linux-image-amd64'], { signal: opts.signal, timeoutMs: 60_000 });
+export async function resolveKernelPackage(opts: ProbeSetup = {}): Promise<{ package: string; version: string }> {
+  // Without install, no `apt-get update` either: the package lists are host state too.
+  const root = opts.install === false ? false : undefined;
+  const deps = await aptRun('apt-cache', ['depends', 'linux-image-amd64'], { signal: opts.signal, timeoutMs: 60_000, root });
   const m = /^\s*\|?Depends:\s*(linux-image-[A-Za-z0-9.+-]+)\s*$/m.exec(deps);
   if (!m?.[1]) throw new Error(`apt-cache depends linux-image-amd64 names no linux-image-* package:\n${deps.trim()}`);
   const pkg = m[1];
-  const show = await aptRun('apt-cache', ['show', '--no-all-versions', pkg], { signal: opts.signal, timeoutMs: 60_000 });
+  const show = await aptRun('apt-cache', ['show', '--no-all-versions', pkg], { signal: opts.signal, timeoutMs: 60_000, root });
   const v = /^Version:\s*(\S+)\s*$/m.exec(show);
   if (!v?.[1]) throw new Error(`apt-cache show ${pkg} gives no Version`);
   return { package: pkg, version: v[1] };
@@ -89,7 +94,7 @@ let kernelOnce: Promise<ProbeKernel> | undefined;
  * The probe/guest kernel, downloaded and extracted once into the cache. Offline (apt cannot
  * answer) it falls back to the newest kernel already in the cache.
  */
-export function ensureProbeKernel(opts: { signal?: AbortSignal } = {}): Promise<ProbeKernel> {
+export function ensureProbeKernel(opts: ProbeSetup = {}): Promise<ProbeKernel> {
   kernelOnce ??= fetchKernel(opts).catch((e: unknown) => {
     kernelOnce = undefined; // let a later call retry
     throw e;
@@ -97,7 +102,7 @@ export function ensureProbeKernel(opts: { signal?: AbortSignal } = {}): Promise<
   return kernelOnce;
 }
 
-async function fetchKernel(opts: { signal?: AbortSignal }): Promise<ProbeKernel> {
+async function fetchKernel(opts: ProbeSetup): Promise<ProbeKernel> {
   const base = cacheDir('kernel');
   let wanted: { package: string; version: string };
   try {
@@ -115,7 +120,8 @@ async function fetchKernel(opts: { signal?: AbortSignal }): Promise<ProbeKernel>
   await removeStaleTemps(base);
   const tmp = await mkdtemp(join(base, '.tmp-'));
   try {
-    await aptRun('apt-get', ['download', `${wanted.package}=${wanted.version}`], { cwd: tmp, signal: opts.signal, timeoutMs: 10 * 60_000 });
+    opts.log?.(`downloading ${wanted.package} ${wanted.version} into the cache ${base} (apt-get download; not installed on the host)`);
+    await aptRun('apt-get', ['download', `${wanted.package}=${wanted.version}`], { cwd: tmp, signal: opts.signal, timeoutMs: 10 * 60_000, root: opts.install === false ? false : undefined });
     const deb = (await readdir(tmp)).find((f) => f.endsWith('.deb'));
     if (!deb) throw new Error(`apt-get download ${wanted.package}=${wanted.version} left no .deb in ${tmp}`);
     const x = await run('dpkg-deb', ['-x', join(tmp, deb), join(tmp, 'root')], { signal: opts.signal, timeoutMs: 5 * 60_000 });
@@ -192,7 +198,7 @@ export function isStaticElf(elf: Buffer): boolean {
 let initramfsOnce: Promise<string> | undefined;
 
 /** A gzip'd cpio initramfs (busybox-static + the probe /init), cached by content hash. */
-export function ensureProbeInitramfs(opts: { signal?: AbortSignal } = {}): Promise<string> {
+export function ensureProbeInitramfs(opts: ProbeSetup = {}): Promise<string> {
   initramfsOnce ??= buildInitramfs(opts).catch((e: unknown) => {
     initramfsOnce = undefined;
     throw e;
@@ -200,7 +206,7 @@ export function ensureProbeInitramfs(opts: { signal?: AbortSignal } = {}): Promi
   return initramfsOnce;
 }
 
-async function buildInitramfs(opts: { signal?: AbortSignal }): Promise<string> {
+async function buildInitramfs(opts: ProbeSetup): Promise<string> {
   await ensureCommands([{ command: BUSYBOX, debianPackage: 'busybox-static' }], opts);
   const busybox = await readFile(BUSYBOX);
   if (!isStaticElf(busybox)) {
@@ -224,16 +230,16 @@ async function buildInitramfs(opts: { signal?: AbortSignal }): Promise<string> {
   const tmp = `${out}.${process.pid}.tmp`;
   await writeFile(tmp, gzipSync(archive, { level: 9 }));
   await rename(tmp, out);
+  opts.log?.(`built the probe initramfs into the cache: ${out}`);
   return out;
 }
 
 // ---------------------------------------------------------------------------------------------
 // booting
 
-export interface BootProbeOptions {
+export interface BootProbeOptions extends ProbeSetup {
   /** Default 25 s for kvm, 40 s for tcg. */
   timeoutMs?: number;
-  signal?: AbortSignal;
   kernel?: ProbeKernel;
   initramfs?: string;
 }
@@ -393,7 +399,7 @@ export async function kvmDevice(): Promise<{ present: boolean; accessible: boole
 
 /** Probe KVM and TCG by booting the probe guest under both, concurrently. */
 export async function probeAccelerator(
-  opts: { kvmTimeoutMs?: number; tcgTimeoutMs?: number; skipKvm?: boolean; signal?: AbortSignal } = {},
+  opts: { kvmTimeoutMs?: number; tcgTimeoutMs?: number; skipKvm?: boolean } & ProbeSetup = {},
 ): Promise<AcceleratorProbe> {
   const started = Date.now();
   const dev = await kvmDevice();
@@ -437,7 +443,7 @@ export async function probeAccelerator(
   const prepMs = Date.now() - started;
   const timed = async (accel: Accel, timeoutMs: number | undefined): Promise<BootProbeResult | Error> => {
     try {
-      return await bootProbe(accel, { kernel, initramfs, timeoutMs, signal: opts.signal });
+      return await bootProbe(accel, { kernel, initramfs, timeoutMs, signal: opts.signal, install: opts.install, log: opts.log });
     } catch (e) {
       return e as Error;
     }

@@ -1,11 +1,13 @@
 // The host probe behind `doctor` and every run's provenance: kernel, CPU, memory, whether KVM
 // works (by booting a guest, see kvm.ts), userfaultfd (uffd.ts), pmem and DAX mounts, sysctls
-// and tool versions. Everything is probed concurrently; nothing here changes the host except
-// installing what the boot and uffd probes need when running as root.
+// and tool versions. A probe changes nothing on the host unless asked to install (install: true,
+// what a run does; `doctor --install`): then the boot and uffd probes install what they need
+// first and the tool versions are read after that. Whatever a probe did (installs, cache files)
+// is listed in `actions`.
 import { readdir, readFile, stat } from 'node:fs/promises';
 import os from 'node:os';
 import { run } from '../util/proc.ts';
-import { type CommandRequirement, isRoot, locate } from './install.ts';
+import { isRoot, locate } from './install.ts';
 import { type AcceleratorProbe, type KvmStatus, type TcgStatus, DEFAULT_KVM_TIMEOUT_MS, probeAccelerator } from './kvm.ts';
 import { daxOption, readMounts } from './mounts.ts';
 import { type UserfaultfdStatus, probeUserfaultfd } from './uffd.ts';
@@ -23,11 +25,6 @@ export const TOOL_PACKAGES: Record<ToolName, string> = {
   cc: 'gcc',
   make: 'make',
 };
-
-/** Requirements for ensureCommands, e.g. toolRequirements(['fio', 'qemu-img']). */
-export function toolRequirements(tools: readonly ToolName[]): CommandRequirement[] {
-  return tools.map((t) => ({ command: t, debianPackage: TOOL_PACKAGES[t] }));
-}
 
 export const PROBED_SYSCTLS = [
   'vm.max_map_count',
@@ -86,8 +83,10 @@ export interface HostProbe {
   userfaultfd: UserfaultfdStatus;
   pmem: { devices: PmemDevice[]; daxMounts: DaxMount[] };
   sysctls: Record<string, string | null>;
-  /** Tool → parsed version string, or null when the tool is missing. */
+  /** Tool → parsed version string, or null when the tool is missing (read after any install). */
   tools: Record<ToolName, string | null>;
+  /** What the probe did to the host or the cache (installs, downloads, builds); [] when nothing. */
+  actions: string[];
 }
 
 export interface ProbeOptions {
@@ -96,6 +95,10 @@ export interface ProbeOptions {
   /** Skip the guest boots (KVM and TCG): fast, but the accelerator is then assumed to be TCG. */
   skipKvm?: boolean;
   signal?: AbortSignal;
+  /** Install what the boot and uffd probes need (as root) instead of reporting it missing. Default false. */
+  install?: boolean;
+  /** Called with each action as it happens (also collected in HostProbe.actions). */
+  log?: (line: string) => void;
 }
 
 async function readText(path: string): Promise<string | null> {
@@ -207,18 +210,33 @@ async function thp(): Promise<string | null> {
   return text ? (/\[(\w+)\]/.exec(text)?.[1] ?? text.trim()) : null;
 }
 
+/** Every tool's version (null when missing), read now. */
+export async function probeTools(signal?: AbortSignal): Promise<Record<ToolName, string | null>> {
+  const values = await Promise.all(TOOLS.map((t) => toolVersion(t, signal).catch(() => null)));
+  return Object.fromEntries(TOOLS.map((t, i) => [t, values[i] ?? null])) as Record<ToolName, string | null>;
+}
+
 /** Probe the host. Takes up to the KVM/TCG boot bounds (about 40 s) unless skipKvm. */
 export async function probeHost(opts: ProbeOptions = {}): Promise<HostProbe> {
   const started = Date.now();
   const probedAt = new Date(started).toISOString();
-  const [accel, userfaultfd, cpuinfo, cmdline, osName, thpMode, devices, dax, sysctlValues, toolValues] = await Promise.all([
+  const actions: string[] = [];
+  const setup = {
+    signal: opts.signal,
+    install: opts.install ?? false,
+    log: (line: string): void => {
+      actions.push(line);
+      opts.log?.(line);
+    },
+  };
+  const [accel, userfaultfd, cpuinfo, cmdline, osName, thpMode, devices, dax, sysctlValues] = await Promise.all([
     probeAccelerator({
       kvmTimeoutMs: opts.kvmTimeoutMs ?? DEFAULT_KVM_TIMEOUT_MS,
       tcgTimeoutMs: opts.tcgTimeoutMs,
       skipKvm: opts.skipKvm,
-      signal: opts.signal,
+      ...setup,
     }),
-    probeUserfaultfd({ signal: opts.signal }),
+    probeUserfaultfd(setup),
     readText('/proc/cpuinfo'),
     readText('/proc/cmdline'),
     osPrettyName(),
@@ -226,8 +244,9 @@ export async function probeHost(opts: ProbeOptions = {}): Promise<HostProbe> {
     pmemDevices(),
     daxMounts(),
     Promise.all(PROBED_SYSCTLS.map((s) => readSysctl(s))),
-    Promise.all(TOOLS.map((t) => toolVersion(t, opts.signal).catch(() => null))),
   ]);
+  // After the boot and uffd probes: they may have installed qemu-system-x86_64 or cc.
+  const tools = await probeTools(opts.signal);
   const cpu = parseCpuinfo(cpuinfo ?? '');
   return {
     probedAt,
@@ -246,7 +265,8 @@ export async function probeHost(opts: ProbeOptions = {}): Promise<HostProbe> {
     userfaultfd,
     pmem: { devices, daxMounts: dax },
     sysctls: Object.fromEntries(PROBED_SYSCTLS.map((s, i) => [s, sysctlValues[i] ?? null])),
-    tools: Object.fromEntries(TOOLS.map((t, i) => [t, toolValues[i] ?? null])) as Record<ToolName, string | null>,
+    tools,
+    actions,
   };
 }
 
@@ -318,7 +338,7 @@ export function formatProbe(p: HostProbe): string {
   const missing = TOOLS.filter((t) => p.tools[t] === null);
   if (missing.length) {
     const pkgs = [...new Set(missing.map((t) => TOOL_PACKAGES[t]))].sort();
-    todo.push(`missing ${missing.join(', ')}: the harness installs them when run as root, or run: apt-get install -y --no-install-recommends ${pkgs.join(' ')}`);
+    todo.push(`missing ${missing.join(', ')}: a run installs what its workloads need when run as root (doctor --install installs what the probes need), or run: apt-get install -y --no-install-recommends ${pkgs.join(' ')}`);
   }
   const mmc = Number(p.sysctls['vm.max_map_count'] ?? NaN);
   if (Number.isFinite(mmc) && mmc < RECOMMENDED_MAX_MAP_COUNT) {
@@ -327,6 +347,13 @@ export function formatProbe(p: HostProbe): string {
   if (p.pmem.devices.length === 0) todo.push('No pmem devices: experiments use emulated PM (host: {pm: {kind: emulated}}, a tmpfs directory), as the paper emulated PM with DRAM.');
   if (!f.clwb && !f.clflushopt) todo.push('The CPU has neither clwb nor clflushopt: persistence falls back to clflush (slower flushes).');
 
+  lines.push('');
+  if (p.actions.length === 0) {
+    lines.push('This probe changed nothing on the host (doctor --install installs what the probes need, as root).');
+  } else {
+    lines.push('What this probe did:');
+    for (const a of p.actions) lines.push(`  - ${a}`);
+  }
   lines.push('');
   if (todo.length === 0) {
     lines.push('Nothing to do: this host has everything the harness uses.');

@@ -65,6 +65,56 @@ async function exists(p: string): Promise<boolean> {
   }
 }
 
+/**
+ * `mkdir -p dir`, returning the directories it created, deepest first: the only ones teardown may
+ * remove. [] when dir already existed.
+ */
+export async function mkdirTracked(dir: string): Promise<string[]> {
+  const target = resolve(dir);
+  const first = await mkdir(target, { recursive: true });
+  if (first === undefined) return [];
+  const top = resolve(first);
+  const created: string[] = [];
+  for (let d = target; ; d = dirname(d)) {
+    created.push(d);
+    if (d === top || dirname(d) === d) break;
+  }
+  return created;
+}
+
+/**
+ * Remove directories this run created (deepest first) that are empty now; one that is not empty
+ * any more holds something of someone else's and is kept, and so are the ones above it.
+ * Returns what was removed and what was kept.
+ */
+export async function removeCreatedDirs(dirs: readonly string[]): Promise<{ removed: string[]; kept: string[] }> {
+  const removed: string[] = [];
+  const kept: string[] = [];
+  for (const d of dirs) {
+    if (kept.length > 0) {
+      kept.push(d);
+      continue;
+    }
+    try {
+      await rmdir(d);
+      removed.push(d);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') continue;
+      kept.push(d);
+    }
+  }
+  return { removed, kept };
+}
+
+/** "removed a, b; kept c (not empty: not only ours)" for teardown steps. */
+function describeRemoval(r: { removed: string[]; kept: string[] }): string {
+  const parts: string[] = [];
+  if (r.removed.length) parts.push(`removed ${r.removed.join(', ')}`);
+  if (r.kept.length) parts.push(`kept ${r.kept.join(', ')} (not empty: something else is in it)`);
+  return parts.join('; ');
+}
+
 async function nearestExisting(p: string): Promise<string> {
   let cur = p;
   while (!(await exists(cur))) {
@@ -198,11 +248,11 @@ export async function setupHost(config: HostConfig, experimentName: string, opts
           record(step('mkfs', `${argv.join(' ')} (host.pm.mkfs: ${mkfs})`));
         }
         if (!(await exists(mount))) {
-          await mkdir(mount, { recursive: true });
-          record(step('mkdir', `created mount point ${mount}`));
+          const made = await mkdirTracked(mount);
+          record(step('mkdir', `created mount point ${mount}${made.length > 1 ? ` (and ${made.slice(1).join(', ')})` : ''}`));
           undo.push(async () => {
-            await rmdir(mount);
-            return step('rmdir', `removed mount point ${mount}`);
+            const r = await removeCreatedDirs(made);
+            return step('rmdir', `mount point: ${describeRemoval(r)}`);
           });
         }
         const r = await run('mount', ['-o', 'dax', device, mount], { signal: opts.signal, timeoutMs: 120_000 });
@@ -261,6 +311,8 @@ async function preparePmDir(
   undo: (() => Promise<SetupStep>)[],
 ): Promise<string> {
   let created = false;
+  // Parents this run made for the directory (deepest first), removed after it at teardown.
+  let parents: string[] = [];
   if (await exists(dir)) {
     const s = await lstat(dir);
     if (!s.isDirectory()) fail(`${key}: ${dir} exists and is not a directory`);
@@ -278,16 +330,19 @@ async function preparePmDir(
     // A directory an earlier pcow run made is ours to remove; a user's empty one is kept.
     created = ours;
   } else {
-    await mkdir(dir, { recursive: true });
+    const made = await mkdirTracked(dir);
     created = true;
-    record(step('mkdir', `created ${dir}`));
+    parents = made.slice(1);
+    record(step('mkdir', `created ${dir}${parents.length ? ` (and its parents ${parents.join(', ')})` : ''}`));
   }
   await access(dir, constants.W_OK);
   await writeFile(join(dir, PM_MARKER), 'made by the pcow harness; emptied and removed by it\n');
   undo.push(async () => {
     if (created) {
       await rm(dir, { recursive: true, force: true });
-      return step('pm', `removed ${dir}`);
+      if (parents.length === 0) return step('pm', `removed ${dir}`);
+      const r = await removeCreatedDirs(parents);
+      return step('pm', `removed ${dir}; parents it created: ${describeRemoval(r)}`);
     }
     for (const e of await readdir(dir)) await rm(join(dir, e), { recursive: true, force: true });
     return step('pm', `emptied ${dir} (kept: it existed before this run)`);

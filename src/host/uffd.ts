@@ -9,7 +9,9 @@ import { z } from 'zod';
 import { failure, run } from '../util/proc.ts';
 import { cacheDir } from './cache.ts';
 import { repoRoot } from '../util/paths.ts';
-import { ensureCommands } from './install.ts';
+import { ensureCommands, type InstallOptions } from './install.ts';
+
+type ProbeSetup = Pick<InstallOptions, 'signal' | 'install' | 'log'>;
 
 export const UFFD_PROBE_CFLAGS = ['-O2', '-std=c11', '-Wall', '-Wextra', '-Werror', '-pthread'] as const;
 
@@ -50,7 +52,7 @@ export function uffdProbeSource(): string {
 let binaryOnce: Promise<string> | undefined;
 
 /** Compile uffd_probe.c into the cache (keyed by source and flags) once; returns the binary. */
-export function ensureUffdProbe(opts: { signal?: AbortSignal } = {}): Promise<string> {
+export function ensureUffdProbe(opts: ProbeSetup = {}): Promise<string> {
   binaryOnce ??= compile(opts).catch((e: unknown) => {
     binaryOnce = undefined;
     throw e;
@@ -58,7 +60,7 @@ export function ensureUffdProbe(opts: { signal?: AbortSignal } = {}): Promise<st
   return binaryOnce;
 }
 
-async function compile(opts: { signal?: AbortSignal }): Promise<string> {
+async function compile(opts: ProbeSetup): Promise<string> {
   const src = uffdProbeSource();
   const text = await readFile(src);
   const hash = createHash('sha256').update(UFFD_PROBE_CFLAGS.join(' ')).update('\0').update(text).digest('hex').slice(0, 16);
@@ -80,11 +82,12 @@ async function compile(opts: { signal?: AbortSignal }): Promise<string> {
     throw new Error(`compiling the userfaultfd probe failed: ${why}`);
   }
   await rename(tmp, out);
+  opts.log?.(`compiled the userfaultfd probe into the cache: ${out}`);
   return out;
 }
 
 /** Run the probe and validate what it printed. */
-export async function runUffdProbe(opts: { signal?: AbortSignal } = {}): Promise<UffdProbeOutput> {
+export async function runUffdProbe(opts: ProbeSetup = {}): Promise<UffdProbeOutput> {
   const bin = await ensureUffdProbe(opts);
   const r = await run(bin, [], { signal: opts.signal, timeoutMs: 30_000 });
   const why = failure(r);
@@ -175,7 +178,7 @@ export function judgeUserfaultfd(o: UffdProbeOutput, unprivilegedSysctl: number 
 }
 
 /** Compile and run the probe and read the sysctl; never throws (a failure is in detail). */
-export async function probeUserfaultfd(opts: { signal?: AbortSignal } = {}): Promise<UserfaultfdStatus> {
+export async function probeUserfaultfd(opts: ProbeSetup = {}): Promise<UserfaultfdStatus> {
   const sysctl = await readSysctlNumber('vm.unprivileged_userfaultfd');
   try {
     return judgeUserfaultfd(await runUffdProbe(opts), sysctl);

@@ -6,6 +6,8 @@ import { join } from 'node:path';
 import { Resvg } from '@resvg/resvg-js';
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
+import type { Field } from 'vega-lite/types_unstable/channeldef.js';
+import type { UnitSpec } from 'vega-lite/types_unstable/spec/unit.js';
 import { sameValue } from '../experiment/matrix.ts';
 import type { AxisScalar, FigureConfig } from '../experiment/schema.ts';
 import type { SampleRow } from '../results/types.ts';
@@ -43,6 +45,8 @@ export interface FigureData {
   notes: string[];
   /** Longer explanations of the notes (cell lists, what to change), for the page only. */
   details: string[];
+  /** yScale log: the bottom of the y axis; a clipped whisker (ci95_clipped) ends there. */
+  logFloor?: number;
 }
 
 /** A figure that cannot be drawn (no matching samples, unknown axis): the message says why. */
@@ -194,6 +198,7 @@ export function figureData(fig: FigureConfig, rows: readonly SampleRow[], axisOr
   }
 
   let plotted = points;
+  let logFloor: number | undefined;
   if (fig.yScale === 'log') {
     const dropped = points.filter((p) => (p.mean as number) <= 0);
     if (dropped.length) {
@@ -201,18 +206,23 @@ export function figureData(fig: FigureConfig, rows: readonly SampleRow[], axisOr
       plotted = points.filter((p) => (p.mean as number) > 0);
       if (plotted.length === 0) throw new FigureError(fig.id, `every mean of "${fig.metric}" is <= 0; a log scale cannot show them (use yScale: linear)`);
     }
-    // A lower bound <= 0 has no place on a log axis: draw it at half the smallest positive value.
+    // A lower bound <= 0 has no place on a log axis. The axis starts at the decade below the
+    // smallest positive value drawn; a whisker whose bound lies below that runs to the bottom of
+    // the axis and ends in an arrow (not a tick), so no made-up value reads as a real bound.
     const positives = plotted.flatMap((p) => [p.mean as number, p.ci95_low as number | null]).filter((v): v is number => v !== null && v > 0);
-    const floor = Math.min(...positives) / 2;
+    logFloor = 10 ** Math.floor(Math.log10(Math.min(...positives) * 0.999));
     let clipped = 0;
     for (const p of plotted) {
       if (p.ci95_low !== null && (p.ci95_low as number) <= 0) {
-        p.ci95_low_plot = floor;
+        p.ci95_low_plot = logFloor;
         p.ci95_clipped = true;
         clipped++;
       }
     }
-    if (clipped) notes.push(`${clipped} lower CI bound(s) <= 0 drawn clipped at the bottom of the log axis`);
+    if (clipped) {
+      notes.push(`${clipped} lower CI bound(s) <= 0: a log axis cannot show them; their whiskers run off the bottom of the axis, marked ▼`);
+      details.push('the real bounds are in the cell table and the tooltips (95% CI low)');
+    }
   }
 
   // Sort points by the experiment's order so tables and tooltips follow it too.
@@ -228,7 +238,18 @@ export function figureData(fig: FigureConfig, rows: readonly SampleRow[], axisOr
   });
   const ns = plotted.map((p) => p.n as number);
   if (Math.min(...ns) === 1) notes.push('points with n=1 have no confidence interval (no error bar)');
-  return { points: plotted, cells, pooledAxes: [...pooled], nMin: Math.min(...ns), nMax: Math.max(...ns), unit: units[0] as string, order: orders, notes, details };
+  return {
+    points: plotted,
+    cells,
+    pooledAxes: [...pooled],
+    nMin: Math.min(...ns),
+    nMax: Math.max(...ns),
+    unit: units[0] as string,
+    order: orders,
+    notes,
+    details,
+    ...(logFloor !== undefined ? { logFloor } : {}),
+  };
 }
 
 function axisTitle(fig: FigureConfig, metric: MetricInfo | undefined, unit: string): string {
@@ -275,10 +296,9 @@ export function figureSpec(
     { field: 'cv', type: 'quantitative' as const, title: 'cv', format: '.1%' },
     { field: 'cells', type: 'nominal' as const, title: 'cells' },
   ];
-  // A log axis has no 0: bars grow from the decade below the smallest value drawn, or the
-  // smallest bar would have no height at all.
-  const lowest = Math.min(...data.points.map((p) => Math.min(p.mean as number, (p.ci95_low_plot as number | null) ?? Infinity)));
-  const yScale = fig.yScale === 'log' ? { type: 'log' as const, domainMin: 10 ** Math.floor(Math.log10(lowest * 0.999)) } : {};
+  // A log axis has no 0: bars grow from the decade below the smallest value drawn (figureData's
+  // logFloor), or the smallest bar would have no height at all.
+  const yScale = fig.yScale === 'log' ? { type: 'log' as const, domainMin: data.logFloor } : {};
   const colorEnc = fig.color
     ? { color: { field: fig.color, type: 'nominal' as const, sort: colorValues, title: fig.color } }
     : {};
@@ -301,17 +321,10 @@ export function figureSpec(
         tooltip,
       },
     },
-    {
-      // Points with n = 1 have no interval: draw no bar rather than a zero-width one.
-      transform: [{ filter: { field: 'ci95_low_plot', valid: true } }],
-      mark: { type: 'errorbar' as const, ticks: { size: 12 }, thickness: 1.5, ...(isBar || !fig.color ? { color: '#222' } : {}) },
-      encoding: {
-        y: { field: 'ci95_low_plot', type: 'quantitative' as const, title: yTitle, scale: yScale },
-        y2: { field: 'ci95_high' },
-        ...(isBar ? {} : colorEnc),
-        tooltip,
-      },
-    },
+    // The 95% CI whisker: a rule between the bounds with a tick at each end. Points with n = 1
+    // have no interval and get no whisker. A lower bound a log axis cannot show (ci95_clipped)
+    // gets no tick: its rule runs to the bottom of the axis and ends in a down arrow.
+    ...whiskerLayers(yTitle, yScale, isBar || !fig.color ? '#222' : undefined, isBar ? {} : colorEnc, tooltip, data.points.some((p) => p.ci95_clipped === true)),
   ];
   const encoding = {
     x: {
@@ -340,6 +353,38 @@ export function figureSpec(
     } as TopLevelSpec; // the literal is built from typed pieces; vega-lite's union is too deep for inference
   }
   return { ...top, width, height, encoding, layer } as TopLevelSpec; // as above
+}
+
+type Tooltip = { field: string; type: 'nominal' | 'quantitative'; title: string; format?: string }[];
+
+function whiskerLayers(
+  yTitle: string,
+  yScale: { type?: 'log'; domainMin?: number },
+  color: string | undefined,
+  colorEnc: { color?: { field: string; type: 'nominal'; sort: PlotValue[]; title: string } },
+  tooltip: Tooltip,
+  anyClipped: boolean,
+): UnitSpec<Field>[] {
+  const fixed = color ? { color } : {};
+  const y = (field: string) => ({ field, type: 'quantitative' as const, title: yTitle, scale: yScale });
+  const hasCi = { filter: { field: 'ci95_low_plot', valid: true } };
+  const layers: UnitSpec<Field>[] = [
+    { transform: [hasCi], mark: { type: 'rule', strokeWidth: 1.5, ...fixed }, encoding: { y: y('ci95_low_plot'), y2: { field: 'ci95_high' }, ...colorEnc, tooltip } },
+    { transform: [hasCi], mark: { type: 'tick', size: 12, thickness: 1.5, ...fixed }, encoding: { y: y('ci95_high'), ...colorEnc, tooltip } },
+    {
+      transform: [hasCi, { filter: 'datum.ci95_clipped !== true' }],
+      mark: { type: 'tick', size: 12, thickness: 1.5, ...fixed },
+      encoding: { y: y('ci95_low_plot'), ...colorEnc, tooltip },
+    },
+  ];
+  if (anyClipped) {
+    layers.push({
+      transform: [{ filter: 'datum.ci95_clipped === true' }],
+      mark: { type: 'point', shape: 'triangle-down', filled: true, size: 70, opacity: 1, ...fixed },
+      encoding: { y: y('ci95_low_plot'), ...colorEnc, tooltip },
+    });
+  }
+  return layers;
 }
 
 export interface RenderedFigure {

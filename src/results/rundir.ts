@@ -7,7 +7,8 @@ import path from 'node:path';
 import { stringify } from 'csv-stringify/sync';
 import type { Cell } from '../experiment/cell.ts';
 import type { ExperimentConfig } from '../experiment/schema.ts';
-import type { CellRecord, Manifest, RepetitionRecord, SampleRow } from './types.ts';
+import { ConfigError } from '../util/errors.ts';
+import type { CellRecord, Manifest, RepetitionRecord, SampleRow, WarmupRecord } from './types.ts';
 
 export const MANIFEST = 'manifest.json';
 export const CELLS = 'cells.json';
@@ -79,10 +80,6 @@ export class RunDir {
     public cells: CellRecord[],
   ) {}
 
-  get runId(): string {
-    return this.manifest.runId;
-  }
-
   /** Start a fresh run directory under `resultsRoot/<experiment>/<run-id>`. */
   static async create(opts: {
     resultsRoot: string;
@@ -117,14 +114,14 @@ export class RunDir {
   static async resume(dir: string, opts: { config: ExperimentConfig; experimentText: string; cells: Cell[] }): Promise<RunDir> {
     const abs = path.resolve(dir);
     if (!existsSync(path.join(abs, MANIFEST))) {
-      throw new Error(`--resume ${dir}: not a run directory (no ${MANIFEST} in ${abs})`);
+      throw new ConfigError(`--resume ${dir}: not a run directory (no ${MANIFEST} in ${abs})`);
     }
     const manifest = await readJson<Manifest>(path.join(abs, MANIFEST));
     if (manifest.schema !== 1 || typeof manifest.runId !== 'string') {
-      throw new Error(`--resume ${dir}: ${MANIFEST} is not a pcow run manifest (schema ${String(manifest.schema)})`);
+      throw new ConfigError(`--resume ${dir}: ${MANIFEST} is not a pcow run manifest (schema ${String(manifest.schema)})`);
     }
     if (manifest.experiment?.name !== opts.config.name) {
-      throw new Error(
+      throw new ConfigError(
         `--resume ${dir}: that run is of experiment "${manifest.experiment?.name}", not "${opts.config.name}"`,
       );
     }
@@ -135,6 +132,7 @@ export class RunDir {
       const prev = byHash.get(cell.hash);
       // Only successful repetitions carry over: a failed or interrupted one is run again.
       if (prev) rec.repetitions = prev.repetitions.filter((r) => r.status === 'ok');
+      if (prev?.warmups && rec.repetitions.length > 0) rec.warmups = prev.warmups;
       rec.status = cellStatus(rec, opts.config.repetitions);
       return rec;
     });
@@ -171,10 +169,11 @@ export class RunDir {
     return d;
   }
 
-  async cellDir(cell: Cell): Promise<string> {
-    const d = path.join(this.dir, 'cells', cell.id);
-    await mkdir(d, { recursive: true });
-    return d;
+  /** Record one warmup run of a cell (replacing an earlier record of the same index). */
+  async recordWarmup(cell: Cell, w: WarmupRecord): Promise<void> {
+    const rec = this.cell(cell.hash);
+    rec.warmups = [...(rec.warmups ?? []).filter((x) => x.warmup !== w.warmup), w].sort((a, b) => a.warmup - b.warmup);
+    await this.saveCells();
   }
 
   /** Record one finished repetition: samples first (append), then the cell record (atomic). */
@@ -231,15 +230,23 @@ export async function readSamples(dir: string): Promise<SampleRow[]> {
   return rows;
 }
 
+/** The fixed columns of samples.csv, before the axis columns. */
+export const CSV_FIXED_COLUMNS = ['cell', 'cell_hash', 'workload', 'tool', 'repetition', 'metric', 'value', 'unit'] as const;
+
 /**
  * samples.csv: one row per {cell, repetition, metric}; every matrix axis becomes its own column
  * (so a spreadsheet can pivot on it) and the full parameters are kept as JSON in the last column.
+ * The `workload` axis is the `workload` column already; an axis named like another fixed column
+ * gets the column `axis_<name>`, so every column name is unique.
  */
 export async function writeSamplesCsv(dir: string): Promise<string> {
   const rows = await readSamples(dir);
-  const axisNames: string[] = [];
-  for (const r of rows) for (const k of Object.keys(r.axes)) if (!axisNames.includes(k)) axisNames.push(k);
-  const header = ['cell', 'cell_hash', 'workload', 'tool', 'repetition', 'metric', 'value', 'unit', ...axisNames, 'parameters'];
+  const fixed: readonly string[] = CSV_FIXED_COLUMNS;
+  const axisNames = new Set<string>();
+  for (const r of rows) for (const k of Object.keys(r.axes)) if (k !== 'workload') axisNames.add(k);
+  const axes = [...axisNames];
+  const column = (a: string): string => (fixed.includes(a) || a === 'parameters' ? `axis_${a}` : a);
+  const header = [...fixed, ...axes.map(column), 'parameters'];
   const body = rows.map((r) => [
     r.cell,
     r.cellHash,
@@ -249,7 +256,7 @@ export async function writeSamplesCsv(dir: string): Promise<string> {
     r.metric,
     r.value,
     r.unit,
-    ...axisNames.map((a) => (r.axes[a] === undefined ? '' : String(r.axes[a]))),
+    ...axes.map((a) => (r.axes[a] === undefined ? '' : String(r.axes[a]))),
     JSON.stringify(r.params),
   ]);
   const file = path.join(dir, SAMPLES_CSV);

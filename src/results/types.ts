@@ -6,7 +6,8 @@
 //     cells.json           CellRecord[] (every cell of the plan with its status), rewritten atomically
 //     samples.jsonl        one SampleRow per line, appended as repetitions finish
 //     samples.csv          the same rows flattened (written at the end and by `report`)
-//     cells/<cell-id>/rep-<n>/   raw tool output of one repetition (warmup: warmup-<n>/)
+//     cells/<cell-id>/rep-<n>/   raw tool output of one repetition
+//     cells/<cell-id>/warmup-<n>/  raw output of an unmeasured warmup run (listed in cells.json)
 //     report/index.html, report/<figure>.{vl.json,svg,png}
 import type { AxisScalar } from '../experiment/schema.ts';
 
@@ -17,8 +18,22 @@ export interface RepetitionRecord {
   status: Exclude<CellStatus, 'pending'>;
   startedAt: string;
   endedAt: string;
+  /** prepare + the measured run + cleanup; warmup runs are not included (see CellRecord.warmups). */
   durationMs: number;
   /** Paths relative to the run directory. */
+  rawFiles: string[];
+  reason?: string;
+}
+
+/** An unmeasured run before a cell's first repetition: its own time and output, no samples. */
+export interface WarmupRecord {
+  /** 0-based index of the warmup run. */
+  warmup: number;
+  status: Exclude<CellStatus, 'pending'>;
+  startedAt: string;
+  endedAt: string;
+  durationMs: number;
+  /** Paths relative to the run directory (under cells/<cell-id>/warmup-<n>/). */
   rawFiles: string[];
   reason?: string;
 }
@@ -35,6 +50,8 @@ export interface CellRecord {
   status: CellStatus;
   reason?: string;
   repetitions: RepetitionRecord[];
+  /** Warmup runs done before the first measured repetition (absent when the experiment has none). */
+  warmups?: WarmupRecord[];
   details?: Record<string, unknown>;
 }
 
@@ -72,7 +89,10 @@ export interface Manifest {
   pm: { kind: 'emulated' | 'fsdax'; path: string; device?: string };
   /** The host probe (src/host) as it was at the start of the run. */
   host: unknown;
+  /** Tool versions, read after setup (so including what the run installed). */
   tools: Record<string, string | null>;
+  /** When `tools` was read. */
+  toolsProbedAt?: string;
   setup: SetupStep[];
   build: { native?: { sourceHash: string; durationMs: number } };
   cells: { total: number; ok: number; failed: number; timeout: number; interrupted: number; pending: number };

@@ -1,5 +1,6 @@
-// One run of an experiment: plan → setup → build → per cell repetition (prepare → run → collect)
-// → teardown → report. Teardown always runs: on a cell error, a timeout, SIGINT or SIGTERM.
+// One run of an experiment: plan → setup → build → per cell repetition (prepare → warmups → run
+// → collect) → teardown → report. Teardown always runs (finally): on a cell error, a setup or
+// build error, a timeout, SIGINT or SIGTERM.
 // A failing cell is recorded with its status and reason and the run goes on.
 import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
@@ -9,11 +10,11 @@ import { describeCells, filterCells } from '../experiment/matrix.ts';
 import { parseDuration } from '../experiment/units.ts';
 import type { Cell } from '../experiment/cell.ts';
 import type { ExperimentConfig } from '../experiment/schema.ts';
-import { probeHost } from '../host/probe.ts';
+import { probeHost, probeTools } from '../host/probe.ts';
 import { setupHost, type HostSession } from '../host/setup.ts';
-import { ensureCommands } from '../host/install.ts';
+import { ensureCommands, step } from '../host/install.ts';
 import { buildNative, nativeBinDir } from '../build/native.ts';
-import { getWorkload } from '../workloads/registry.ts';
+import { getWorkload, registryLookup } from '../workloads/registry.ts';
 import type { AnyWorkload, WorkloadContext } from '../workloads/types.ts';
 import { harnessInfo } from '../results/provenance.ts';
 import { repoRoot } from '../util/paths.ts';
@@ -88,10 +89,20 @@ class Interrupted extends Error {
   }
 }
 class CellTimeout extends Error {}
+type Verdict = { status: Exclude<CellStatus, 'pending'>; reason: string };
+/** A warmup run failed: the repetition takes its status (a warmup timeout is a timeout). */
+class WarmupFailed extends Error {
+  constructor(
+    index: number,
+    readonly verdict: Verdict,
+  ) {
+    super(`warmup ${index + 1}: ${verdict.reason}`);
+  }
+}
 
 export async function runExperiment(req: RunRequest): Promise<RunOutcome> {
   const print = req.print ?? ((t: string) => process.stdout.write(t));
-  const loaded = await loadExperiment(req.file);
+  const loaded = await loadExperiment(req.file, registryLookup());
   const config = loaded.config;
   const cells = req.only && req.only.length > 0 ? filterCells(loaded.cells, req.only) : loaded.cells;
 
@@ -130,10 +141,17 @@ export async function runExperiment(req: RunRequest): Promise<RunOutcome> {
   const progress = new Progress(cells.length * config.repetitions, req.sink);
   let rd: RunDir | undefined;
   let session: HostSession | undefined;
+  let failure: { error: unknown } | undefined;
   try {
+    // A run directory to continue is checked before anything slow or host-changing happens.
+    if (req.resume) rd = await RunDir.resume(req.resume, { config, experimentText: loaded.text, cells });
+    // Installs first: the probe below then records the versions of what this run uses.
+    const reqs = [...workloads.values()].flatMap((w) => w.requires);
+    const installSteps = await ensureCommands(reqs, { signal: runAbort.signal, log: (l) => progress.log(l) });
     progress.log(`${config.name}: probing the host${needsGuest ? ' (including a KVM boot probe)' : ''}`);
     const [probe, harness] = await Promise.all([
-      probeHost({ skipKvm: !needsGuest, signal: runAbort.signal }),
+      // A run installs what its probes need (as root), as it does for its workloads.
+      probeHost({ skipKvm: !needsGuest, signal: runAbort.signal, install: true, log: (l) => progress.log(l) }),
       harnessInfo(),
     ]);
     const manifestBase = {
@@ -154,33 +172,33 @@ export async function runExperiment(req: RunRequest): Promise<RunOutcome> {
       setup: [] as SetupStep[],
       build: {},
     };
-    rd = req.resume
-      ? await RunDir.resume(req.resume, { config, experimentText: loaded.text, cells })
-      : await RunDir.create({
-          resultsRoot: req.resultsRoot ?? path.join(repoRoot, 'results'),
-          config,
-          experimentText: loaded.text,
-          manifest: manifestBase,
-          cells,
-        });
-    if (req.resume) {
+    if (rd) {
       // A resumed run keeps its original start and setup record; the probe is refreshed.
       rd.manifest.host = probe;
       rd.manifest.tools = probe.tools;
       rd.manifest.command = manifestBase.command;
       rd.manifest.experiment = manifestBase.experiment;
       rd.manifest.harness = harness;
+    } else {
+      rd = await RunDir.create({
+        resultsRoot: req.resultsRoot ?? path.join(repoRoot, 'results'),
+        config,
+        experimentText: loaded.text,
+        manifest: manifestBase,
+        cells,
+      });
     }
     const runDir = rd;
     progress.log(`run directory: ${path.relative(process.cwd(), runDir.dir) || runDir.dir}`);
 
     // setup
-    const reqs = [...workloads.values()].flatMap((w) => w.requires);
-    const installSteps = await ensureCommands(reqs, { signal: runAbort.signal, log: (l) => progress.log(l) });
-    runDir.manifest.setup.push(...installSteps);
+    runDir.manifest.setup.push(...installSteps, ...probe.actions.map((a) => step('probe', a)));
     session = await setupHost(config.host, config.name, { signal: runAbort.signal, log: (l) => progress.log(l) });
     runDir.manifest.setup.push(...session.steps);
     runDir.manifest.pm = session.pm;
+    // The versions of the tools as the cells will find them: after every install of the setup.
+    runDir.manifest.tools = await probeTools(runAbort.signal);
+    runDir.manifest.toolsProbedAt = now();
     await runDir.saveManifest();
 
     // build
@@ -219,13 +237,13 @@ export async function runExperiment(req: RunRequest): Promise<RunOutcome> {
     }
   } catch (e) {
     if (rd) rd.manifest.error = errorText(e);
-    if (!(e instanceof Interrupted) && !runAbort.signal.aborted) {
-      progress.stop();
-      await finish();
-      throw e;
-    }
+    // An interruption is an outcome (exit 130/143), not an error to rethrow.
+    if (!(e instanceof Interrupted) && !runAbort.signal.aborted) failure = { error: e };
+  } finally {
+    // Teardown and the record of the run happen whatever went wrong above.
+    await finish();
   }
-  await finish();
+  if (failure) throw failure.error;
   // Exit 0 only when the run completed and every cell is ok: CI can gate on it.
   const allOk = rd !== undefined && rd.cells.every((c) => c.status === 'ok');
   return {
@@ -285,19 +303,8 @@ async function runUnit(a: {
   const { cell, repetition } = a.unit;
   const label = `${cell.id} rep ${repetition + 1}/${a.config.repetitions}`;
   a.progress.start(label);
-  const timeout = new AbortController();
-  const timer = setTimeout(() => timeout.abort(new CellTimeout(`timed out after ${a.config.timeout}`)), a.timeoutMs);
-  const signal = AbortSignal.any([a.runSignal, timeout.signal]);
   const dataDir = path.join(a.pmPath, cell.id);
-  const startedAt = now();
-  const t0 = Date.now();
-  let status: Exclude<CellStatus, 'pending'> = 'ok';
-  let reason: string | undefined;
-  let samples: SampleRow[] = [];
-  let rawFiles: string[] = [];
-  let details: Record<string, unknown> | undefined;
-  const outDir = await a.rd.repDir(cell, repetition);
-  const ctx = (out: string, rep: number): WorkloadContext => ({
+  const ctx = (out: string, rep: number, signal: AbortSignal): WorkloadContext => ({
     cellId: cell.id,
     dataDir,
     outDir: out,
@@ -306,16 +313,74 @@ async function runUnit(a: {
     nativeBin: nativeBinDir,
     log: (l) => a.progress.log(`  ${cell.id}: ${l}`),
   });
+  /**
+   * Run one step within `ms`; running out throws CellTimeout. The repetition (prepare + measured
+   * run) shares one bound of `timeout`; each warmup run has a bound of its own.
+   */
+  const bounded = async <T>(ms: number, fn: (signal: AbortSignal) => Promise<T>): Promise<T> => {
+    const timeout = new AbortController();
+    const timer = setTimeout(() => timeout.abort(new CellTimeout(`timed out after ${a.config.timeout}`)), Math.max(1, ms));
+    const signal = AbortSignal.any([a.runSignal, timeout.signal]);
+    try {
+      return await untilAborted(fn(signal), signal);
+    } catch (e) {
+      if (timeout.signal.aborted && !a.runSignal.aborted) throw timeout.signal.reason as CellTimeout;
+      throw e;
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+  const verdict = (e: unknown): Verdict =>
+    a.runSignal.aborted
+      ? { status: 'interrupted', reason: errorText(a.runSignal.reason) }
+      : e instanceof CellTimeout
+        ? { status: 'timeout', reason: e.message }
+        : { status: 'failed', reason: errorText(e) };
+  const relative = (dir: string, files: string[]): string[] => files.map((f) => path.relative(a.rd.dir, path.resolve(dir, f)));
+
+  const startedAt = now();
+  const t0 = Date.now();
+  let warmupMs = 0;
+  let status: Exclude<CellStatus, 'pending'> = 'ok';
+  let reason: string | undefined;
+  let samples: SampleRow[] = [];
+  let rawFiles: string[] = [];
+  let details: Record<string, unknown> | undefined;
+  const outDir = await a.rd.repDir(cell, repetition);
   try {
     await rm(dataDir, { recursive: true, force: true });
     await mkdir(dataDir, { recursive: true });
-    await untilAborted(a.workload.prepare(ctx(outDir, repetition), cell.params), signal);
+    const p0 = Date.now();
+    await bounded(a.timeoutMs, (signal) => a.workload.prepare(ctx(outDir, repetition, signal), cell.params));
+    const left = a.timeoutMs - (Date.now() - p0);
+    // Warmups: unmeasured, each with its own record, time bound and output directory.
     for (let w = 0; w < a.warmup; w++) {
       const wdir = await a.rd.repDir(cell, w, true);
-      await untilAborted(a.workload.run(ctx(wdir, -1), cell.params), signal);
+      const wStartedAt = now();
+      const w0 = Date.now();
+      let wFiles: string[] = [];
+      let failed: Verdict | undefined;
+      try {
+        const r = await bounded(a.timeoutMs, (signal) => a.workload.run(ctx(wdir, -1, signal), cell.params));
+        wFiles = relative(wdir, r.rawFiles);
+      } catch (e) {
+        failed = verdict(e);
+      }
+      const ms = Date.now() - w0;
+      warmupMs += ms;
+      await a.rd.recordWarmup(cell, {
+        warmup: w,
+        status: failed?.status ?? 'ok',
+        startedAt: wStartedAt,
+        endedAt: now(),
+        durationMs: ms,
+        rawFiles: wFiles,
+        ...(failed ? { reason: failed.reason } : {}),
+      });
+      if (failed) throw new WarmupFailed(w, failed);
     }
-    const result = await untilAborted(a.workload.run(ctx(outDir, repetition), cell.params), signal);
-    rawFiles = result.rawFiles.map((f) => path.relative(a.rd.dir, path.resolve(outDir, f)));
+    const result = await bounded(left, (signal) => a.workload.run(ctx(outDir, repetition, signal), cell.params));
+    rawFiles = relative(outDir, result.rawFiles);
     details = result.details;
     samples = result.samples.map((s) => ({
       cell: cell.id,
@@ -333,22 +398,14 @@ async function runUnit(a: {
     if (bad) throw new Error(`${a.workload.tool} reported a non-numeric ${bad.metric} (${String(bad.value)})`);
   } catch (e) {
     samples = [];
-    if (a.runSignal.aborted) {
-      status = 'interrupted';
-      reason = errorText(a.runSignal.reason);
-    } else if (timeout.signal.aborted) {
-      status = 'timeout';
-      reason = errorText(timeout.signal.reason);
-    } else {
-      status = 'failed';
-      reason = errorText(e);
-    }
-  } finally {
-    clearTimeout(timer);
+    const v = e instanceof WarmupFailed ? { status: e.verdict.status, reason: e.message } : verdict(e);
+    status = v.status;
+    reason = v.reason;
   }
   try {
     // Cleanup runs with a fresh bound: the cell's own signal may already be aborted.
-    await untilAborted(a.workload.cleanup(ctx(outDir, repetition), cell.params), AbortSignal.timeout(60_000));
+    const fresh = AbortSignal.timeout(60_000);
+    await untilAborted(a.workload.cleanup(ctx(outDir, repetition, fresh), cell.params), fresh);
   } catch (e) {
     a.progress.log(`  ${cell.id}: cleanup failed: ${errorText(e)}`);
   }
@@ -358,7 +415,7 @@ async function runUnit(a: {
     status,
     startedAt,
     endedAt: now(),
-    durationMs: Date.now() - t0,
+    durationMs: Date.now() - t0 - warmupMs,
     rawFiles,
     ...(reason ? { reason } : {}),
   };

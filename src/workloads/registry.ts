@@ -3,6 +3,7 @@ import { fioWorkload } from './fio.ts';
 import { pcowBenchWorkload } from './pcow-bench.ts';
 import { qemuImgBenchWorkload } from './qemu-img-bench.ts';
 import type { AnyWorkload } from './types.ts';
+import type { LoadOptions } from '../experiment/load.ts';
 
 const workloads: readonly AnyWorkload[] = [
   fioWorkload,
@@ -18,6 +19,7 @@ export function getWorkload(tool: string): AnyWorkload | undefined {
   return workloads.find((w) => w.tool === tool);
 }
 
-export function allWorkloads(): readonly AnyWorkload[] {
-  return workloads;
+/** loadExperiment's options for the real tools: resolve `tool:` here, suggest registered names. */
+export function registryLookup(): LoadOptions {
+  return { lookup: getWorkload, tools: workloadTools() };
 }

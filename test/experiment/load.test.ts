@@ -4,6 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExperimentError } from '../../src/experiment/errors.ts';
 import { loadExperiment, type LoadOptions } from '../../src/experiment/load.ts';
+import { registryLookup } from '../../src/workloads/registry.ts';
 import { fakeOpts } from './fake-workloads.ts';
 
 let dir: string;
@@ -37,8 +38,8 @@ describe('loadExperiment', () => {
     expect(e.problems.map((p) => [p.line, p.col, p.path, p.message])).toEqual([[7, 5, 'workloads.b.numjob', 'unknown key "numjob" (did you mean "numjobs"?)']]);
   });
 
-  it('uses the real workload registry by default, with its tool names as suggestions', async () => {
-    const e = await errorOf('name: r\nworkloads:\n  w:\n    tool: fioo\n', {});
+  it('with the real workload registry, suggests its tool names', async () => {
+    const e = await errorOf('name: r\nworkloads:\n  w:\n    tool: fioo\n', registryLookup());
     expect(e.problems).toHaveLength(1);
     expect(e.problems[0]!.message).toBe('unknown tool "fioo" (did you mean "fio"?)');
   });

@@ -106,6 +106,7 @@ describe('formatProbe', () => {
     pmem: { devices: [], daxMounts: [] },
     sysctls: { 'vm.max_map_count': '65530', 'vm.unprivileged_userfaultfd': '0' },
     tools: { 'qemu-system-x86_64': '7.2.22', 'qemu-img': '7.2.22', fio: null, 'redis-server': null, 'redis-benchmark': null, cc: 'gcc 12.2.0', make: '4.3' },
+    actions: [],
   };
 
   it('states the verdicts plainly, aligned, and says what to do about each gap', () => {

@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { HostSetupError, PM_MARKER, setupHost, type HostConfig } from '../../src/host/setup.ts';
+import { HostSetupError, PM_MARKER, mkdirTracked, setupHost, type HostConfig } from '../../src/host/setup.ts';
 
 const root = process.getuid?.() === 0;
 const TMPFS_MAGIC = 0x01021994;
@@ -80,6 +80,39 @@ describe('setupHost: emulated PM', () => {
     const down = await s.teardown();
     expect(down[0]!.detail).toBe(`emptied ${dir} (kept: it existed before this run)`);
     expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it('teardown removes every directory setup created, parents included, deepest first', async () => {
+    const top = `/dev/shm/pcow-hosttest-parents-${process.pid}`;
+    cleanup.push(top);
+    const dir = join(top, 'a', 'b');
+    const s = await setupHost(emulated(dir), 'x');
+    expect(s.steps.find((x) => x.action === 'mkdir')!.detail).toBe(`created ${dir} (and its parents ${join(top, 'a')}, ${top})`);
+    writeFileSync(join(dir, 'img'), 'y');
+    const down = await s.teardown();
+    expect(down[0]!.detail).toBe(`removed ${dir}; parents it created: removed ${join(top, 'a')}, ${top}`);
+    expect(existsSync(top)).toBe(false);
+    expect(existsSync('/dev/shm')).toBe(true);
+  });
+
+  it('teardown keeps a parent it created that now holds something else, and what is in it', async () => {
+    const top = `/dev/shm/pcow-hosttest-shared-${process.pid}`;
+    cleanup.push(top);
+    const dir = join(top, 'pm');
+    const s = await setupHost(emulated(dir), 'x');
+    writeFileSync(join(top, 'other'), 'not ours');
+    const down = await s.teardown();
+    expect(down[0]!.detail).toBe(`removed ${dir}; parents it created: kept ${top} (not empty: something else is in it)`);
+    expect(existsSync(dir)).toBe(false);
+    expect(readFileSync(join(top, 'other'), 'utf8')).toBe('not ours');
+  });
+
+  it('mkdirTracked names exactly the directories it created, deepest first', async () => {
+    const base = mkdtempSync(join(tmpdir(), 'pcow-hosttest-'));
+    cleanup.push(base);
+    expect(await mkdirTracked(base)).toEqual([]);
+    expect(await mkdirTracked(join(base, 'x', 'y', 'z'))).toEqual([join(base, 'x', 'y', 'z'), join(base, 'x', 'y'), join(base, 'x')]);
+    expect(await mkdirTracked(join(base, 'x', 'w'))).toEqual([join(base, 'x', 'w')]);
   });
 
   it('refuses a directory that is not on tmpfs, naming the key and the file system', async (ctx) => {

@@ -84,9 +84,12 @@ describe('figureData / figureSpec', () => {
     expect(asJson(mean?.mark).type).toBe('bar');
     const y = asJson(asJson(mean?.encoding).y);
     expect(y).toMatchObject({ field: 'mean', type: 'quantitative', title: 'iops (IOPS)' });
-    expect(asJson(err?.mark).type).toBe('errorbar');
+    expect(asJson(err?.mark).type).toBe('rule');
     expect(asJson(asJson(err?.encoding).y).field).toBe('ci95_low_plot');
     expect(asJson(asJson(err?.encoding).y2).field).toBe('ci95_high');
+    // A tick at each end; no arrow layer when nothing is clipped.
+    const rest = layers(spec).slice(2);
+    expect(rest.map((l) => [asJson(l.mark).type, asJson(asJson(l.encoding).y).field])).toEqual([['tick', 'ci95_high'], ['tick', 'ci95_low_plot']]);
     const tips = (asJson(mean?.encoding).tooltip as Json[]).map((t) => t.field);
     expect(tips).toEqual(expect.arrayContaining(['backend', 'mean', 'ci95_low', 'ci95_high', 'n']));
     const sub = asJson(spec.title).subtitle as string[];
@@ -102,20 +105,47 @@ describe('figureData / figureSpec', () => {
     expect(asJson(asJson(layers(spec)[0]?.encoding).y).title).toBe('lat_mean (us)');
   });
 
-  it('log scale: y is logarithmic and a lower bound <= 0 is clipped, with a note', () => {
+  it('log scale: a lower bound <= 0 is marked clipped (arrow at the axis bottom, no tick), as the caption says', () => {
     const f = fig({ mark: 'line', yScale: 'log', color: 'bs', where: { rw: 'randread' } });
     const spec = asJson(figureSpec(f, synthetic(), iops, order));
-    const [mean, err] = layers(spec);
+    const [mean, err, high, low, arrow] = layers(spec);
     expect(asJson(asJson(mean?.mark)).type).toBe('line');
-    expect(asJson(asJson(asJson(mean?.encoding).y).scale)).toMatchObject({ type: 'log' });
-    expect(asJson(asJson(asJson(err?.encoding).y).scale)).toMatchObject({ type: 'log' });
+    const scale = asJson(asJson(asJson(mean?.encoding).y).scale);
+    expect(scale).toMatchObject({ type: 'log' });
+    expect(asJson(asJson(asJson(err?.encoding).y).scale)).toEqual(scale);
     const values = asJson(spec.data).values as FigurePoint[];
     const clipped = values.filter((v) => v.ci95_clipped === true);
     // Only raw/4096 (1, 2, 3) has a CI reaching below 0.
     expect(clipped).toHaveLength(1);
     expect(clipped[0]?.ci95_low as number).toBeLessThan(0);
-    expect(clipped[0]?.ci95_low_plot as number).toBeGreaterThan(0);
-    expect((asJson(spec.title).subtitle as string[]).join('\n')).toMatch(/1 lower CI bound\(s\) <= 0 drawn clipped/);
+    // The whisker ends at the bottom of the axis, not at an invented value inside the plot.
+    expect(clipped[0]?.ci95_low_plot).toBe(scale.domainMin);
+    expect(values.filter((v) => v.ci95_clipped !== true).every((v) => v.ci95_low_plot === v.ci95_low)).toBe(true);
+    // The upper tick for every whisker, the lower tick only where the bound is real, an arrow where it is not.
+    expect(asJson(high?.mark).type).toBe('tick');
+    expect(asJson(low?.mark).type).toBe('tick');
+    expect(JSON.stringify(low?.transform)).toContain('datum.ci95_clipped !== true');
+    expect(asJson(arrow?.mark)).toMatchObject({ type: 'point', shape: 'triangle-down', filled: true });
+    expect(JSON.stringify(arrow?.transform)).toContain('datum.ci95_clipped === true');
+    expect(asJson(asJson(arrow?.encoding).y).field).toBe('ci95_low_plot');
+    const caption = (asJson(spec.title).subtitle as string[]).join('\n');
+    expect(caption).toMatch(/1 lower CI bound\(s\) <= 0: .*run off the bottom of the axis, marked ▼/);
+    expect(figureData(f, synthetic(), order).notes.join('\n')).toContain('marked ▼');
+  });
+
+  it('renders a clipped whisker with one arrow and no lower tick', async () => {
+    const rows = synthetic().filter((r) => r.axes.rw === 'randread' && r.axes.bs === 4096);
+    const spec = figureSpec(fig({ mark: 'point', yScale: 'log', where: { rw: 'randread', bs: 4096 } }), rows, iops, order);
+    const n = (asJson(asJson(spec).data).values as FigurePoint[]).length;
+    const { svg, warnings } = await specToSvg(spec);
+    expect(warnings).toEqual([]);
+    const marks = (cls: string): number => {
+      const body = new RegExp(`<g class="mark-${cls} role-mark (layer_\\d+)_marks"[^>]*>(.*?)</g>`, 'gs');
+      return [...svg.matchAll(body)].map((m) => (m[2]!.match(/<path /g) ?? []).length).reduce((a, b) => a + b, 0);
+    };
+    // n points + 1 arrow (symbols), n upper + (n - 1) lower ticks (rects).
+    expect(marks('symbol')).toBe(n + 1);
+    expect(marks('rect')).toBe(2 * n - 1);
   });
 
   it('says when points pool cells that differ in an axis the figure does not show', () => {

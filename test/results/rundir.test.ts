@@ -72,6 +72,23 @@ describe('run directory', () => {
     expect(JSON.parse(table[1]!.parameters!)).toEqual({ bs: 4096 });
   });
 
+  it('samples.csv names every column once: the workload axis is the workload column, a clashing axis gets axis_<name>', async () => {
+    const two: Cell[] = [
+      { index: 0, id: 'a.unit=x', workload: 'a', tool: 'fake', axes: { workload: 'a', unit: 'x', bs: 1 }, params: { unit: 'x', bs: 1 }, hash: 'dddddddddddddddd' },
+      { index: 1, id: 'b.unit=y', workload: 'b', tool: 'fake', axes: { workload: 'b', unit: 'y', bs: 2 }, params: { unit: 'y', bs: 2 }, hash: 'eeeeeeeeeeeeeeee' },
+    ];
+    const rd = await RunDir.create({ resultsRoot: root, config, experimentText: 'x', manifest, cells: two });
+    for (const c of two) {
+      const row: SampleRow = { cell: c.id, cellHash: c.hash, workload: c.workload, tool: 'fake', repetition: 0, metric: 'iops', value: 1, unit: 'IOPS', axes: c.axes, params: c.params };
+      await rd.recordRepetition(c, rep(0), [row], 2);
+    }
+    const text = await readFile(await rd.writeCsv(), 'utf8');
+    const header = (parse(text) as string[][])[0]!;
+    expect(header).toEqual(['cell', 'cell_hash', 'workload', 'tool', 'repetition', 'metric', 'value', 'unit', 'axis_unit', 'bs', 'parameters']);
+    const table = parse(text, { columns: true }) as Record<string, string>[];
+    expect(table.map((r) => [r.workload, r.unit, r.axis_unit, r.bs])).toEqual([['a', 'IOPS', 'x', '1'], ['b', 'IOPS', 'y', '2']]);
+  });
+
   it('resume keeps only successful repetitions of cells whose hash is unchanged', async () => {
     const rd = await RunDir.create({ resultsRoot: root, config, experimentText: 'x', manifest, cells });
     await rd.recordRepetition(cells[0]!, rep(0), rows(cells[0]!, 0, 1), 2);
