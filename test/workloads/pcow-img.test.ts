@@ -1,7 +1,7 @@
 // pcow-img info/check --output=json: parsers on real outputs (test/fixtures/pcow-bench), and the
 // runners against real images on tmpfs (clean, corrupt, leaking, unreadable, missing).
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildNative, nativeBins } from '../../src/build/native.ts';
@@ -110,12 +110,21 @@ describe('pcow-img runners on real images', () => {
     expect(check.result.status).toBe('corrupt');
     expect(check.result.corruptions).toBe(1);
 
-    const broken = (await twoClusters('broken.img')).image;
-    await truncate(broken, 200000);
+    // cut inside a cluster: a table lies beyond the end (corruption), the tail is a leak
+    const cut = (await twoClusters('cut.img')).image;
+    await truncate(cut, 200000);
+    const cutCheck = await pcowImgCheck(bin, cut);
+    expect(cutCheck.result.status).toBe('corrupt');
+    expect(cutCheck.text).toMatch(/L2 table .* lies outside the file/);
+    expect(cutCheck.text).toMatch(/unaligned tail/);
+
+    // not an image at all: the check cannot run (exit 1), the error names the file and why
+    const broken = path.join(dir, 'broken.img');
+    await mkdir(broken);
     const err = await pcowImgCheck(bin, broken).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(PcowImgError);
     expect((err as Error).message).toMatch(new RegExp(`^${broken.replace(/[.]/g, '\\.')}: .*pcow-img check --output=json -U .*broken\\.img: exit code 1 \\(the check could not complete\\)`));
-    expect((err as Error).message).toMatch(/corruption: .*lies outside the file/);
+    expect((err as Error).message).toMatch(/is a directory, not a regular file/);
   });
 
   it('a missing image: both runners fail with the command and pcow-img\'s message', async () => {
