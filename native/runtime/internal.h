@@ -69,6 +69,7 @@ int rt_uffd_poison(int uffd, void *addr, uint64_t len);
 #define CFR_MIN (16u << 10) /* COW copies from this size use copy_file_range (see copy_lower) */
 
 #define FALLOC_CHUNK (64u * 1024) /* pre-allocation's fallocate unit where a cluster's is slow, see allocate_clusters */
+#define PREFILL_WAIT_MS 2000    /* map waits this long at most for the first pool batch */
 #define FALLOC_SLOW_NS 50000ull  /* a whole-cluster fallocate slower than this holds the inode lock too long */
 
 struct rt_thread {
@@ -118,6 +119,7 @@ struct pcow_runtime {
     uint32_t pool_n;
     uint64_t falloc_piece;      /* bytes per fallocate call of a refill (see allocate_clusters) */
     bool pool_stop, pool_running;
+    bool pool_tried;            /* the pool thread finished its first refill (filled or failed) */
     pthread_t pool_tid;
 
     uint8_t *zero;
@@ -147,6 +149,8 @@ void *rt_handler_main(void *arg);
 void *rt_pool_main(void *arg);
 int rt_take_cluster(pcow_runtime *rt, struct rt_thread *th, uint64_t vc, uint64_t *addr, bool sparse);
 bool rt_relieve_space(pcow_runtime *rt);
+/* Wait (at most PREFILL_WAIT_MS) until the pool thread's first refill is done. */
+void rt_pool_wait_first(pcow_runtime *rt);
 /* After the pool thread stopped: give the pool's clusters back and the image's unreferenced
  * clusters (pcow_reclaim). Returns 0 or -errno (message in rt->err). */
 int rt_pool_return(pcow_runtime *rt);

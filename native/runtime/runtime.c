@@ -461,6 +461,7 @@ int pcow_runtime_map(pcow_image *img, const struct pcow_runtime_opts *opts, pcow
             BAIL(EAGAIN, "cannot start the pre-allocation thread");
         }
         rt->pool_running = true;
+        rt_pool_wait_first(rt);
     }
     rt->err[0] = 0;
     *out = rt;
