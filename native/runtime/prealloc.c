@@ -171,10 +171,15 @@ static uint32_t pick_cluster(pcow_runtime *rt, uint64_t vc, const uint64_t *want
         pcow_addr_to_file(rt->img, rt->pool[i], &f, &off);
         if (off % PCOW_RUN_SIZE != slot)
             continue;
+        /* the pool is in address order (batches are appended, takes keep the order), so a
+         * run's clusters are neighbours in it: O(pool) for the whole pick */
         uint64_t run = rt->pool[i] - slot;
-        uint32_t left = 0;
-        for (uint32_t j = 0; j < rt->pool_n; j++)
-            left += rt->pool[j] >= run && rt->pool[j] < run + PCOW_RUN_SIZE;
+        uint32_t a = i, b = i;
+        while (a > 0 && rt->pool[a - 1] >= run && rt->pool[a - 1] < run + PCOW_RUN_SIZE)
+            a--;
+        while (b + 1 < rt->pool_n && rt->pool[b + 1] >= run && rt->pool[b + 1] < run + PCOW_RUN_SIZE)
+            b++;
+        uint32_t left = b - a + 1;
         if (left > best_left) {
             best = i;
             best_left = left;
