@@ -118,6 +118,7 @@ struct pcow_runtime {
     uint64_t *pool;             /* reserved clusters, in runs of PCOW_RUN_SIZE (see rt_take_cluster) */
     uint32_t pool_n;
     uint64_t falloc_piece;      /* bytes per fallocate call of a refill (see allocate_clusters) */
+    bool pool_runs;             /* the pool hands out 2 MiB runs (see pick_cluster); set at map */
     bool pool_stop, pool_running;
     bool pool_tried;            /* the pool thread finished its first refill (filled or failed) */
     pthread_t pool_tid;

@@ -372,6 +372,9 @@ int pcow_runtime_map(pcow_image *img, const struct pcow_runtime_opts *opts, pcow
     if (pcow_reclaim(img, NULL) < 0)
         BAIL(EIO, "cannot cut the unreferenced end of the image: %s", pcow_errmsg(img));
     rt->falloc_piece = csize;
+    /* runs need whole runs per refill (from the watermark: depth/2 clusters) and one file per run */
+    rt->pool_runs = csize < PCOW_RUN_SIZE && rt->depth >= 2 * (PCOW_RUN_SIZE / csize) &&
+                    (rt->nfiles == 1 || info.stripe_unit >= PCOW_RUN_SIZE);
     rt->zero = calloc(1, fill);
     rt->pool = rt->depth ? calloc(rt->depth, sizeof *rt->pool) : NULL;
     if (!rt->zero || (rt->depth && !rt->pool))

@@ -978,6 +978,21 @@ static void t_congruent(void)
         expect_congruent(nm, C, pool ? 4 : 5, 100);
         check_image_clean(nm);
     }
+    /* sequential expansions as fast as they come (refills race with takes): with a pool of 2 runs
+     * every cluster congruent and file-contiguous (2 runs: the L2 table follows the first
+     * batch); with a pool smaller than 2 runs, placement in the order of writes (contiguous) */
+    for (int k = 0; k < 2; k++) {
+        const char *nm = k ? "cong_s16.img" : "cong_s64.img";
+        create_image(nm, 32 * MiB, (uint32_t)C, NULL, 0);
+        struct pcow_runtime_opts o = {.prealloc_depth = k ? 16 : 64};
+        pcow_runtime *rt = map_image(nm, &o);
+        uint8_t *m = pcow_runtime_addr(rt);
+        for (uint64_t off = 0; off < 32 * MiB; off += 4096)
+            m[off] = (uint8_t)(off >> 12);
+        unmap(rt);
+        expect_congruent(nm, C, k ? 4 : 2, k ? 0 : 100);
+        check_image_clean(nm);
+    }
 }
 
 /* ---- 6. 8 threads on the same and on different clusters ---- */
