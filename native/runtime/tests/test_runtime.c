@@ -989,8 +989,11 @@ static void t_congruent(void)
         uint8_t *m = pcow_runtime_addr(rt);
         for (uint64_t off = 0; off < 32 * MiB; off += 4096)
             m[off] = (uint8_t)(off >> 12);
+        struct pcow_runtime_stats st;
+        pcow_runtime_get_stats(rt, &st);
         unmap(rt);
-        expect_congruent(nm, C, k ? 4 : 2, k ? 0 : 100);
+        /* a miss (the pool outrun, e.g. under ASan) is placed congruent but splits a run */
+        expect_congruent(nm, C, (k ? 4 : 2) + 2 * st.pool_misses, k ? 0 : 100);
         check_image_clean(nm);
     }
 }
