@@ -225,6 +225,22 @@ int pcow_reserve(pcow_image *img, uint32_t n, uint64_t *addr);
  * used byte is written with pwrite before anything maps it, e.g. a partial (fine-grained COW)
  * cluster: copying 4 KiB into a 2 MiB cluster need not zero-fill the other 2044 KiB. */
 int pcow_reserve_sparse(pcow_image *img, uint32_t n, uint64_t *addr);
+/* Data clusters are placed so that their file offsets are congruent with their virtual
+ * offsets modulo PCOW_RUN_SIZE where that is cheap (large folios and fs-dax PMD mappings need
+ * it; see pcow_reserve_for). */
+#define PCOW_RUN_SIZE (2u << 20)
+/* Reserve one cluster (as pcow_reserve, or as pcow_reserve_sparse if sparse) for virtual
+ * cluster vc of the active layer: if vc starts a 2 MiB virtual region in which the active
+ * layer holds nothing yet, or continues the cluster before it, the files are first extended
+ * sparse (a hole: no blocks) so that the cluster's file offset is congruent with vc's virtual
+ * offset modulo PCOW_RUN_SIZE. */
+int pcow_reserve_for(pcow_image *img, uint64_t vc, bool sparse, uint64_t *addr);
+/* Give back every cluster nothing references (header, directory, tables, data, bitmap
+ * records): reserved clusters never mapped, e.g. a pre-allocation pool or a COW cut short by a
+ * crash. Those at the end are cut (truncate); below it, single-file images get holes punched
+ * where blocks are allocated. Safe only while nothing else holds clusters reserved and not yet
+ * mapped. *freed (may be NULL) = bytes given back (logical). Returns 0 or -errno. */
+int pcow_reclaim(pcow_image *img, uint64_t *freed);
 /* Give n reserved clusters at addr that nothing references back to the file system (holes
  * punched; zeroed where punching is unsupported). The image does not shrink: allocation stays
  * append-only. Returns 0 or -errno (addr not a reserved cluster range). */

@@ -68,7 +68,9 @@ int rt_uffd_poison(int uffd, void *addr, uint64_t len);
 #define DEFAULT_ALIGN (2ull << 20)
 #define CFR_MIN (16u << 10) /* COW copies from this size use copy_file_range (see copy_lower) */
 
-#define FALLOC_CHUNK (64u * 1024) /* pre-allocation's fallocate unit, see allocate_clusters */
+#define FALLOC_CHUNK (64u * 1024) /* pre-allocation's fallocate unit where a cluster's is slow, see allocate_clusters */
+#define PREFILL_WAIT_MS 2000    /* map waits this long at most for the first pool batch */
+#define FALLOC_SLOW_NS 50000ull  /* a whole-cluster fallocate slower than this holds the inode lock too long */
 
 struct rt_thread {
     pcow_runtime *rt;
@@ -113,9 +115,12 @@ struct pcow_runtime {
     pthread_mutex_t alloc_lock; /* held by the pool thread while it allocates, by relieve_space */
     _Atomic bool pool_paused;   /* the file system ran full: no pre-allocation until an expansion
                                    finds space again */
-    uint64_t *pool;
+    uint64_t *pool;             /* reserved clusters, in runs of PCOW_RUN_SIZE (see rt_take_cluster) */
     uint32_t pool_n;
+    uint64_t falloc_piece;      /* bytes per fallocate call of a refill (see allocate_clusters) */
+    bool pool_runs;             /* the pool hands out 2 MiB runs (see pick_cluster); set at map */
     bool pool_stop, pool_running;
+    bool pool_tried;            /* the pool thread finished its first refill (filled or failed) */
     pthread_t pool_tid;
 
     uint8_t *zero;
@@ -145,6 +150,11 @@ void *rt_handler_main(void *arg);
 void *rt_pool_main(void *arg);
 int rt_take_cluster(pcow_runtime *rt, struct rt_thread *th, uint64_t vc, uint64_t *addr, bool sparse);
 bool rt_relieve_space(pcow_runtime *rt);
+/* Wait (at most PREFILL_WAIT_MS) until the pool thread's first refill is done. */
+void rt_pool_wait_first(pcow_runtime *rt);
+/* After the pool thread stopped: give the pool's clusters back and the image's unreferenced
+ * clusters (pcow_reclaim). Returns 0 or -errno (message in rt->err). */
+int rt_pool_return(pcow_runtime *rt);
 
 /* Runs of set bits of the image's sub-unit bitmap, called as fn(first, count). */
 #define FOR_RUNS(bits, nsub, first, cnt, body)                                                      \

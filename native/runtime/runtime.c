@@ -350,6 +350,16 @@ int pcow_runtime_map(pcow_image *img, const struct pcow_runtime_opts *opts, pcow
         if (fcntl(st.fd, F_GETFL) >= 0 && (fcntl(st.fd, F_GETFL) & O_ACCMODE) != O_RDWR)
             BAIL(EROFS, "the image is open read-only; map it opened with PCOW_OPEN_RDWR");
     }
+    /* Clusters reserved and never referenced (a crash with a full pre-allocation pool, a COW
+     * cut short) are given back before anything new is reserved: repeated crashes must not
+     * grow the image without bound. Safe: nothing references them (see rt_pool_return), and
+     * nobody else holds reserved clusters of an image we are given. */
+    if (pcow_reclaim(img, NULL) < 0)
+        BAIL(EIO, "cannot cut the unreferenced end of the image: %s", pcow_errmsg(img));
+    rt->falloc_piece = csize;
+    /* runs need whole runs per refill (from the watermark: depth/2 clusters) and one file per run */
+    rt->pool_runs = csize < PCOW_RUN_SIZE && rt->depth >= 2 * (PCOW_RUN_SIZE / csize) &&
+                    (rt->nfiles == 1 || info.stripe_unit >= PCOW_RUN_SIZE);
     rt->zero = calloc(1, fill);
     rt->pool = rt->depth ? calloc(rt->depth, sizeof *rt->pool) : NULL;
     if (!rt->zero || (rt->depth && !rt->pool))
@@ -439,6 +449,7 @@ int pcow_runtime_map(pcow_image *img, const struct pcow_runtime_opts *opts, pcow
             BAIL(EAGAIN, "cannot start the pre-allocation thread");
         }
         rt->pool_running = true;
+        rt_pool_wait_first(rt);
     }
     rt->err[0] = 0;
     *out = rt;
@@ -484,6 +495,14 @@ int pcow_runtime_unmap(pcow_runtime *rt, char *err, size_t errlen)
         snprintf(err, errlen, "%s", rt->err);
     stop_threads(rt, rt->nthreads, rt->pool_running);
     munmap(rt->base, rt->len);
+    {
+        int p = rt_pool_return(rt);
+        if (p < 0 && r == 0) {
+            r = p;
+            if (err && errlen)
+                snprintf(err, errlen, "%s", rt->err);
+        }
+    }
     if (rt->mem_fs)
         pcow_set_persist(rt->img, NULL, NULL);
     if (rt->own_img) {

@@ -518,6 +518,11 @@ int pcow_write(pcow_image *img, const void *buf, uint64_t len, uint64_t off)
     }
     struct layer *A = &img->layers[img->active];
     bool fine = img->flags & PCOW_OPEN_FINE_COW;
+    /* New clusters that follow each other in the file and in buf are written with one pwrite:
+     * the page cache then holds large folios as for a raw file written the same way, which the
+     * kernel can map with PMDs (the clusters are congruent, see pcow_reserve_for). */
+    const uint8_t *wp = NULL;
+    uint64_t wa = 0, wl = 0;
     while (len && r == 0) {
         uint64_t vc = off / img->csize, o = off % img->csize;
         uint64_t n = img->csize - o;
@@ -546,9 +551,16 @@ int pcow_write(pcow_image *img, const void *buf, uint64_t len, uint64_t off)
                 pd[np++] = (struct pend){.vc = vc, .w0 = w0, .bm = bm};
             }
         } else {
-            r = pcow__reserve(img, 1, &addr);
+            r = pcow__reserve_for(img, vc, false, &addr);
             if (r == 0 && !has_lower(img, A->parent, vc)) {
-                r = pcow__pwrite(img, p, n, addr + o); /* the rest reads as zeros */
+                /* the rest reads as zeros */
+                if (wl && wa + wl == addr + o && wp + wl == p) {
+                    wl += n;
+                } else {
+                    if (wl)
+                        r = pcow__pwrite(img, wp, wl, wa);
+                    wp = p, wa = addr + o, wl = n;
+                }
                 pd[np++] = (struct pend){.vc = vc, .w0 = addr};
             } else if (r == 0 && fine) {
                 pcow_bitmap tm;
@@ -568,6 +580,8 @@ int pcow_write(pcow_image *img, const void *buf, uint64_t len, uint64_t off)
         off += n;
         len -= n;
     }
+    if (r == 0 && wl)
+        r = pcow__pwrite(img, wp, wl, wa);
     if (r == 0)
         r = pcow__persist_all(img); /* data durable before any entry */
     if (r == 0 && np)
@@ -660,7 +674,7 @@ int pcow_alloc_cluster(pcow_image *img, uint64_t vc, bool fine, const pcow_bitma
         }
     } else {
         uint64_t addr;
-        r = pcow__reserve(img, 1, &addr);
+        r = pcow__reserve_for(img, vc, false, &addr);
         bool lower = has_lower(img, A->parent, vc);
         if (r == 0 && lower)
             r = fill_units(img, A->parent, vc, addr, &want, NULL, 0, 0, tmp);

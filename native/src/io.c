@@ -50,7 +50,8 @@ static int rw_loop(pcow_image *img, bool wr, void *buf, uint64_t len, uint64_t a
     while (len) {
         uint32_t f;
         uint64_t off;
-        uint64_t n = img->unit - (addr & (img->unit - 1));
+        /* one file: one call (large page-cache folios need large writes) */
+        uint64_t n = img->nfiles <= 1 ? len : img->unit - (addr & (img->unit - 1));
         if (n > len)
             n = len;
         pcow__addr(img, addr, &f, &off);
@@ -177,6 +178,56 @@ static int reserve_clusters(pcow_image *img, uint64_t n, uint64_t *addr, bool sp
     return 0;
 }
 
+/* Large folios and fs-dax PMD faults map 2 MiB of a file at once only where the file offset is
+ * congruent with the virtual address modulo 2 MiB (and the 2 MiB lie in one file run). A raw
+ * file has that for free; pcow keeps it for data clusters where it is cheap: a cluster that
+ * starts a 2 MiB virtual region is placed at a congruent file offset (the files are extended
+ * sparse to get there: the padding is a hole, free space that costs no blocks), and the next
+ * clusters of the region, written in order, follow it. Run size in bytes, or 0 when nothing
+ * is to be done (clusters of >= 2 MiB are aligned already; stripe units < 2 MiB interleave). */
+static uint64_t run_bytes(const pcow_image *img)
+{
+    if (img->csize >= PCOW_RUN_SIZE || (img->nfiles > 1 && img->unit < PCOW_RUN_SIZE))
+        return 0;
+    return PCOW_RUN_SIZE;
+}
+
+/* Extend the end with sparse clusters (holes) until it is congruent with want modulo run. */
+static int pad_end(pcow_image *img, uint64_t run, uint64_t want)
+{
+    uint64_t k = ((want - img->end % run) & (run - 1)) / img->csize, a;
+    return k ? reserve_clusters(img, k, &a, true) : 0;
+}
+
+/* Is vc worth a padding hole to stay congruent: its 2 MiB region holds nothing in the active
+ * layer yet (a new run), or vc continues the cluster before it (written in order; something
+ * else, e.g. an L2 table, was appended in between)? Random order inside a used region is
+ * appended as it comes: a hole per cluster would grow the files' size without bound. */
+static bool worth_padding(const pcow_image *img, uint64_t vc, uint64_t run)
+{
+    if (!img->nlayers)
+        return true;
+    const struct layer *L = &img->layers[img->active];
+    uint64_t per = run / img->csize, v0 = vc - vc % per;
+    if (vc > v0 && ent_w0(img, L, vc - 1))
+        return true;
+    for (uint64_t v = v0; v < v0 + per && v < img->nclusters; v++)
+        if (v != vc && ent_w0(img, L, v))
+            return false;
+    return true;
+}
+
+int pcow__reserve_for(pcow_image *img, uint64_t vc, bool sparse, uint64_t *addr)
+{
+    uint64_t run = run_bytes(img);
+    if (run && img->rw && img->end % run != vc * img->csize % run && worth_padding(img, vc, run)) {
+        int r = pad_end(img, run, vc * img->csize % run);
+        if (r < 0)
+            return r;
+    }
+    return reserve_clusters(img, 1, addr, sparse);
+}
+
 int pcow__reserve(pcow_image *img, uint64_t n, uint64_t *addr)
 {
     return reserve_clusters(img, n, addr, false);
@@ -225,6 +276,113 @@ int pcow_reserve_sparse(pcow_image *img, uint32_t n, uint64_t *addr)
 int pcow_reserve(pcow_image *img, uint32_t n, uint64_t *addr)
 {
     return reserve_public(img, n, addr, false);
+}
+
+int pcow_reserve_for(pcow_image *img, uint64_t vc, bool sparse, uint64_t *addr)
+{
+    int r = pcow__check_writable_vc(img, vc);
+    return r < 0 ? r : pcow__reserve_for(img, vc, sparse, addr);
+}
+
+/* Size file f must have for the logical image to end at e (e cluster aligned). */
+static uint64_t file_size_at(const pcow_image *img, uint64_t e, uint32_t f)
+{
+    if (img->nfiles == 1)
+        return e;
+    uint64_t units = e >> img->h.ubits, rounds = units / img->nfiles, rem = units % img->nfiles;
+    uint64_t part = e & (img->unit - 1);
+    return (rounds << img->h.ubits) + (f < rem ? img->unit : f == rem ? part : 0);
+}
+
+static void mark(uint8_t *bits, uint64_t nbits, uint64_t cs, uint64_t addr, uint64_t len)
+{
+    for (uint64_t c = addr / cs; c < (addr + len + cs - 1) / cs && c < nbits; c++)
+        bits[c / 8] |= (uint8_t)(1u << (c % 8));
+}
+
+int pcow_reclaim(pcow_image *img, uint64_t *freed)
+{
+    if (freed)
+        *freed = 0;
+    int r = pcow__check_usable(img);
+    if (r < 0)
+        return r;
+    if (!img->rw)
+        return pcow__err(img, EROFS, "image is open read-only");
+    /* Everything referenced, from the in-memory copies of the (validated, durable) tables:
+     * header, layer directory, L1 and L2 tables, data clusters, bitmap clusters, and the record
+     * allocator's clusters (records it may still hand out). */
+    uint64_t cs = img->csize, cm = ~(cs - 1), nb = img->end / cs;
+    uint8_t *bits = calloc(nb / 8 + 1, 1);
+    if (!bits)
+        return pcow__err(img, ENOMEM, "out of memory");
+    mark(bits, nb, cs, 0, cs);
+    if (img->h.dir_count)
+        mark(bits, nb, cs, img->h.dir_off, (uint64_t)img->h.dir_count * DIR_REC_SIZE);
+    for (uint32_t li = 0; li < img->nlayers; li++) {
+        const struct layer *L = &img->layers[li];
+        if (L->l1_off)
+            mark(bits, nb, cs, L->l1_off, img->l1_span);
+        for (uint64_t i = 0; i < img->l1n; i++) {
+            if (L->l1 && L->l1[i])
+                mark(bits, nb, cs, L->l1[i], cs);
+            const uint64_t *t = L->l2 ? L->l2[i] : NULL;
+            for (uint64_t k = 0; t && k < img->l2n; k++) {
+                uint64_t w0 = t[2 * k];
+                if (!w0)
+                    continue;
+                mark(bits, nb, cs, w0 & cm, cs);
+                if (img->ext && (w0 & ENTRY_PARTIAL) && t[2 * k + 1])
+                    mark(bits, nb, cs, ((const struct bmrec *)(uintptr_t)t[2 * k + 1])->addr & cm, cs);
+            }
+        }
+    }
+    if (img->bm_lim)
+        mark(bits, nb, cs, img->bm_lim - cs, cs);
+    for (size_t i = 0; i < img->bm_nfree; i++)
+        mark(bits, nb, cs, img->bm_free[i] & cm, cs);
+    uint64_t hi = nb;
+    while (hi > 1 && !(bits[(hi - 1) / 8] & (1u << ((hi - 1) % 8))))
+        hi--;
+    /* Below the last referenced cluster: punch the unreferenced ones, one call per run of
+     * them (cheap where they are holes already). Not SEEK_DATA: tmpfs reports fallocated pages
+     * never written as a hole, yet they hold memory. One file only: a stripe file's offsets
+     * interleave (its tail is still cut below). */
+    uint64_t cut = 0;
+    for (uint64_t c = 1; img->nfiles == 1 && c < hi;) {
+        if (bits[c / 8] & (1u << (c % 8))) {
+            c++;
+            continue;
+        }
+        uint64_t e = c;
+        while (e < hi && !(bits[e / 8] & (1u << (e % 8))))
+            e++;
+        if (fallocate(img->fd[0], FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)(c * cs), (off_t)((e - c) * cs)) < 0)
+            break; /* left as they are: free space or leaks for check, never corruption */
+        cut += (e - c) * cs;
+        c = e;
+    }
+    free(bits);
+    hi *= cs;
+    if (hi < img->end) {
+        for (uint32_t f = 0; f < img->nfiles; f++) {
+            uint64_t fs = file_size_at(img, hi, f);
+            if (fs >= img->fsize[f])
+                continue;
+            if (ftruncate(img->fd[f], (off_t)fs) < 0) {
+                int e = errno;
+                return pcow__err(img, e, "cannot truncate %s to 0x%llx: %s", img->fpath[f], (unsigned long long)fs,
+                                 strerror(e));
+            }
+            img->fsize[f] = fs;
+            img->size_changed[f] = true;
+        }
+        cut += img->end - hi;
+        img->end = hi;
+    }
+    if (freed)
+        *freed = cut;
+    return 0;
 }
 
 int pcow_release(pcow_image *img, uint64_t addr, uint32_t n)

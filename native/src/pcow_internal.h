@@ -137,6 +137,8 @@ int pcow__reserve(pcow_image *img, uint64_t n, uint64_t *addr);
 int pcow__check_usable(pcow_image *img);
 int pcow__check_writable_vc(pcow_image *img, uint64_t vc);
 int pcow__reserve_sparse(pcow_image *img, uint64_t n, uint64_t *addr);
+/* One cluster for virtual cluster vc, congruent modulo PCOW_RUN_SIZE when it starts a run. */
+int pcow__reserve_for(pcow_image *img, uint64_t vc, bool sparse, uint64_t *addr);
 void pcow__free_clusters(pcow_image *img, uint64_t addr, uint64_t n);
 bool pcow__in_file(const pcow_image *img, uint64_t addr, uint64_t len);
 

@@ -103,6 +103,9 @@ const char *pcow_runtime_format_size(uint64_t v, char *b, size_t n);
 /* Map img (opened PCOW_OPEN_RDWR) at an aligned address. The runtime borrows img until
  * pcow_runtime_unmap(); meanwhile change the image only through pcow_runtime_* calls.
  * opts may be NULL (defaults).
+ * First gives back clusters nothing references (pcow_reclaim: e.g. a pre-allocation pool left
+ * by a crash), so img must not hold clusters reserved for later mapping. With pre-allocation,
+ * returns once the first batch is allocated (at most 2 s); unmap gives the pool back.
  * Fails with -E2BIG and a message naming vm.max_map_count when the mapping would need more
  * VMAs than the budget. */
 int pcow_runtime_map(pcow_image *img, const struct pcow_runtime_opts *opts, pcow_runtime **out,
