@@ -62,36 +62,63 @@ int pcow_check(const char *path, unsigned flags, unsigned repair, struct pcow_ch
         res->allocated_clusters = img->layers[img->active].owned;
     if (img->h.flags & HDR_FLAG_DIRTY)
         say(&ck, "info", "%s: image was not closed cleanly (dirty); leaked clusters are possible", path);
-    uint64_t last_ref = 0, unref = 0;
+    uint64_t last_ref = 0;
     uint8_t *buf = malloc(img->csize);
     if (!buf) {
         pcow__free(img);
         pcow__copyerr(err, errlen, "out of memory");
         return -ENOMEM;
     }
-    if (ck.dir_ok) {
-        for (uint64_t c = 0; c < img->refmap_n; c++) {
-            if (img->refmap[c / 8] & (1u << (c % 8))) {
-                last_ref = c;
-                continue;
-            }
-            unref++;
-            if (img->nfiles == 1) {
-                /* holes (punched or never written) are free space, not leaks */
-                off_t d = lseek(img->fd[0], (off_t)(c * img->csize), SEEK_DATA);
-                if ((d < 0 && errno == ENXIO) || (d >= 0 && (uint64_t)d >= (c + 1) * img->csize))
+    /* Leak scan by extents: only clusters that hold data in the files (SEEK_DATA/SEEK_HOLE) can
+     * be leaks; holes are free space. The cost follows the stored data, not the file size.
+     * runs: unreferenced clusters that hold data (zeros or not), which repair punches. */
+    struct run {
+        uint64_t c, n;
+    } *runs = NULL;
+    size_t nruns = 0, capruns = 0;
+    bool oom = false;
+    if (ck.dir_ok && img->refmap_n) {
+        last_ref = img->ref_last < img->refmap_n ? img->ref_last : img->refmap_n - 1;
+        while (last_ref > 0 && !(img->refmap[last_ref / 8] & (1u << (last_ref % 8))))
+            last_ref--; /* a reference dropped after it was counted */
+        uint64_t end = img->refmap_n * img->csize, pos = 0, next = 0, ds, de;
+        while (pos < end && pcow__data_range(img, pos, end, &ds, &de)) {
+            for (uint64_t c = ds / img->csize > next ? ds / img->csize : next; c * img->csize < de; c++) {
+                next = c + 1;
+                if (img->refmap[c / 8] & (1u << (c % 8)))
                     continue;
+                if (nruns && runs[nruns - 1].c + runs[nruns - 1].n == c) {
+                    runs[nruns - 1].n++;
+                } else {
+                    if (nruns == capruns) {
+                        struct run *nr = realloc(runs, (capruns ? capruns * 2 : 64) * sizeof *nr);
+                        if (!nr) {
+                            oom = true;
+                            break;
+                        }
+                        runs = nr;
+                        capruns = capruns ? capruns * 2 : 64;
+                    }
+                    runs[nruns++] = (struct run){c, 1};
+                }
+                if (pcow__pread(img, buf, img->csize, c * img->csize) < 0) {
+                    res->check_errors++;
+                    say(&ck, "error", "%s", img->err);
+                    continue;
+                }
+                if (!is_zero(buf, img->csize)) {
+                    res->leaks++;
+                    say(&ck, "leak", "%s: leaked cluster at offset 0x%llx (not referenced, holds data)", path,
+                        (unsigned long long)(c * img->csize));
+                }
             }
-            if (pcow__pread(img, buf, img->csize, c * img->csize) < 0) {
+            if (oom) {
                 res->check_errors++;
-                say(&ck, "error", "%s", img->err);
-                continue;
+                say(&ck, "error", "%s: out of memory listing unreferenced clusters; leak scan stopped at 0x%llx", path,
+                    (unsigned long long)(next * img->csize));
+                break;
             }
-            if (!is_zero(buf, img->csize)) {
-                res->leaks++;
-                say(&ck, "leak", "%s: leaked cluster at offset 0x%llx (not referenced, holds data)", path,
-                    (unsigned long long)(c * img->csize));
-            }
+            pos = next * img->csize > de ? next * img->csize : de;
         }
     }
     /* Bitmap clusters: records no entry references are free slots; one that holds bits is a
@@ -134,13 +161,14 @@ int pcow_check(const char *path, unsigned flags, unsigned repair, struct pcow_ch
         }
     }
     res->image_end_offset = img->end;
-    if ((repair & PCOW_REPAIR_LEAKS) && ck.dir_ok && (unref || nleak_recs)) {
+    bool tail = img->end > (last_ref + 1) * img->csize;
+    if ((repair & PCOW_REPAIR_LEAKS) && ck.dir_ok && (nruns || nleak_recs || tail)) {
         if (res->corruptions) {
             say(&ck, "info", "%s: not repairing leaks while the image has corruptions (their clusters may be data)", path);
         } else {
-            for (uint64_t c = 1; c < last_ref; c++)
-                if (!(img->refmap[c / 8] & (1u << (c % 8))))
-                    pcow__free_clusters(img, c * img->csize, 1);
+            for (size_t i = 0; i < nruns && runs[i].c < last_ref; i++) /* the tail is truncated below */
+                pcow__free_clusters(img, runs[i].c * img->csize,
+                                    (runs[i].c + runs[i].n < last_ref ? runs[i].n : last_ref - runs[i].c));
             static const uint8_t z[BM_REC_SIZE];
             for (size_t i = 0; i < nleak_recs; i++)
                 if (pcow__pwrite(img, z, BM_REC_SIZE, leak_recs[i]) < 0) {
@@ -180,6 +208,7 @@ int pcow_check(const char *path, unsigned flags, unsigned repair, struct pcow_ch
             say(&ck, "error", "%s", img->err);
         }
     }
+    free(runs);
     free(leak_recs);
     free(buf);
     pcow__free(img);
@@ -216,6 +245,30 @@ static int emit(struct mapst *m, uint64_t start, uint64_t len, int depth, bool d
 
 static int map_range(pcow_image *img, uint64_t off, uint64_t len, int depth0, uint64_t out, struct mapst *m);
 
+/* A raw base by its own extents: holes (SEEK_HOLE) read as zeros and are mapped as such, so the
+ * cost follows the base's data, not its size. Without SEEK_DATA everything is data. */
+static int map_raw(pcow_image *img, uint64_t off, uint64_t n, int depth, uint64_t out, struct mapst *m)
+{
+    uint64_t pos = off, end = off + n;
+    int r = 0;
+    while (r == 0 && pos < end) {
+        off_t d = lseek(img->base_fd, (off_t)pos, SEEK_DATA);
+        uint64_t ds = d < 0 ? (errno == ENXIO ? end : pos) : (uint64_t)d, de = end;
+        if (ds > end)
+            ds = end;
+        if (ds > pos)
+            r = emit(m, out + (pos - off), ds - pos, depth, false, 0, NULL);
+        if (r || ds >= end)
+            break;
+        off_t h = d < 0 ? -1 : lseek(img->base_fd, (off_t)ds, SEEK_HOLE);
+        if (h >= 0 && (uint64_t)h < end && (uint64_t)h > ds)
+            de = (uint64_t)h;
+        r = emit(m, out + (ds - off), de - ds, depth, true, ds, img->base_resolved);
+        pos = de;
+    }
+    return r;
+}
+
 static int map_base(pcow_image *img, uint64_t off, uint64_t len, int depth, uint64_t out, struct mapst *m)
 {
     if (!img->h.base_fmt)
@@ -227,7 +280,7 @@ static int map_base(pcow_image *img, uint64_t off, uint64_t len, int depth, uint
     if (n && img->base)
         r = map_range(img->base, off, n, depth, out, m);
     else if (n)
-        r = emit(m, out, n, depth, true, off, img->base_resolved);
+        r = map_raw(img, off, n, depth, out, m);
     if (r == 0 && n < len)
         r = emit(m, out + n, len - n, depth, false, 0, NULL);
     return r;
@@ -268,9 +321,29 @@ static int map_layer(pcow_image *img, int li, int d, int depth0, uint64_t vc, ui
     return map_base(img, vc * img->csize + o, len, depth0 + d, out, m);
 }
 
+/* By L1 entries: a range that no layer of the chain has an L2 table for reads through to the
+ * base as a whole (one step per L1 entry and layer, not per cluster); clusters are visited only
+ * inside L2 tables that exist. */
 static int map_range(pcow_image *img, uint64_t off, uint64_t len, int depth0, uint64_t out, struct mapst *m)
 {
+    const uint64_t tspan = img->l2n * img->csize; /* virtual bytes per L1 entry */
     while (len) {
+        uint64_t t = off / tspan, tn = (t + 1) * tspan - off;
+        int d = 0;
+        bool tables = false;
+        for (int li = (int)img->active; li >= 0 && !tables; li = img->layers[li].parent, d++)
+            tables = __atomic_load_n(&img->layers[li].l2[t], __ATOMIC_ACQUIRE) != NULL;
+        if (!tables) {
+            if (tn > len)
+                tn = len;
+            int r = map_base(img, off, tn, depth0 + d, out, m);
+            if (r)
+                return r;
+            off += tn;
+            out += tn;
+            len -= tn;
+            continue;
+        }
         uint64_t vc = off / img->csize, o = off % img->csize, n = img->csize - o;
         if (n > len)
             n = len;

@@ -45,6 +45,7 @@ void pcow_get_info(const pcow_image *img, struct pcow_info *o)
     o->base_format = (int)img->h.base_fmt;
     memcpy(o->base_path, img->h.base, img->h.base_len + 1);
     snprintf(o->base_resolved, sizeof o->base_resolved, "%s", img->base_resolved);
+    o->table_bytes_read = img->table_bytes_read;
 }
 
 uint32_t pcow_layer_count(const pcow_image *img) { return img->nlayers; }

@@ -229,6 +229,8 @@ static int ref(pcow_image *img, uint64_t addr, uint64_t len, const char *what)
     }
     for (uint64_t c = c0; c < c0 + n; c++)
         img->refmap[c / 8] |= (uint8_t)(1u << (c % 8));
+    if (n && c0 + n - 1 > img->ref_last)
+        img->ref_last = c0 + n - 1;
     return 0;
 }
 
@@ -251,6 +253,14 @@ static int read_dir(pcow_image *img)
         free(b);
         r = pcow__corrupt(img, "layer directory at 0x%llx: checksum mismatch (header says 0x%08x, data 0x%08x)",
                           (unsigned long long)img->h.dir_off, img->h.dir_crc, crc);
+        return r < 0 ? r : 1;
+    }
+    if ((uint64_t)img->h.dir_count * img->l1n * 8 > MAX_TOTAL_L1_BYTES) {
+        free(b);
+        r = pcow__corrupt(img, "the L1 tables of the %u layers total %llu MiB (%llu bytes each), more than the %llu MiB "
+                          "a reader accepts (FORMAT.md, Limits)", img->h.dir_count,
+                          (unsigned long long)(((uint64_t)img->h.dir_count * img->l1n * 8) >> 20),
+                          (unsigned long long)(img->l1n * 8), (unsigned long long)(MAX_TOTAL_L1_BYTES >> 20));
         return r < 0 ? r : 1;
     }
     img->layers = calloc(img->h.dir_count, sizeof *img->layers);
@@ -449,8 +459,77 @@ static int check_recs(pcow_image *img)
     return 0;
 }
 
+/* Load and validate L2 table i of layer L at address a (an L1 entry). */
+static int read_l2(pcow_image *img, struct layer *L, uint64_t i, uint64_t a)
+{
+    char what[96];
+    snprintf(what, sizeof what, "L2 table %llu of layer %u (L1 entry)", (unsigned long long)i, L->id);
+    int r = ref(img, a, img->csize, what);
+    if (r)
+        return r > 0 ? 0 : r;
+    uint64_t *t = malloc(img->csize);
+    if (!t)
+        return pcow__err(img, ENOMEM, "out of memory");
+    uint8_t *lb = (uint8_t *)t;
+    r = pcow__pread(img, lb, img->csize, a);
+    if (r < 0) {
+        free(t);
+        return r;
+    }
+    img->table_bytes_read += img->csize;
+    uint64_t k;
+    for (k = 0; k < img->l2n; k++) {
+        uint64_t w0 = g64(lb + k * 16), w1 = g64(lb + k * 16 + 8);
+        uint64_t vc = i * img->l2n + k;
+        t[2 * k] = 0;
+        t[2 * k + 1] = 0;
+        if (!w0)
+            continue; /* word 1 of an unallocated entry is ignored */
+        int bad = 0;
+        if (vc >= img->nclusters)
+            bad = pcow__corrupt(img, "layer %u: entry for cluster %llu lies beyond the virtual size (L2 at 0x%llx)",
+                                L->id, (unsigned long long)vc, (unsigned long long)a);
+        else if ((w0 & (img->csize - 1)) & ~ENTRY_PARTIAL)
+            bad = pcow__corrupt(img, "layer %u: entry for cluster %llu has reserved bits set (0x%llx)",
+                                L->id, (unsigned long long)vc, (unsigned long long)w0);
+        else if ((w0 & ENTRY_PARTIAL) && !img->ext && (w1 & ~pcow__full_bitmap64(img)))
+            bad = pcow__corrupt(img, "layer %u: entry for cluster %llu has sub-unit bits beyond %u",
+                                L->id, (unsigned long long)vc, img->nsub);
+        else {
+            snprintf(what, sizeof what, "data cluster of layer %u, virtual cluster %llu", L->id, (unsigned long long)vc);
+            bad = ref(img, w0 & ~(img->csize - 1), img->csize, what);
+        }
+        struct bmrec *rec = NULL;
+        if (!bad && img->ext && (w0 & ENTRY_PARTIAL) && w1) {
+            bad = load_rec(img, L, vc, w1, &rec);
+            if (bad)
+                img->refmap[(w0 / img->csize) / 8] &= (uint8_t)~(1u << ((w0 / img->csize) % 8)); /* entry dropped */
+        }
+        if (bad < 0) {
+            r = bad;
+            break;
+        }
+        if (bad)
+            continue;
+        t[2 * k] = w0;
+        t[2 * k + 1] = (w0 & ENTRY_PARTIAL) ? (img->ext ? (uint64_t)(uintptr_t)rec : w1) : 0;
+        L->owned++;
+    }
+    if (r < 0) {
+        for (uint64_t j = 0; j < k && j < img->l2n; j++) /* entries loaded before the error */
+            pcow__bm_free_rec(img, t[2 * j], t[2 * j + 1]);
+        free(t);
+        return r;
+    }
+    L->l1[i] = a;
+    L->l2[i] = t;
+    return 0;
+}
+
 /* Load and validate one layer's L1 and L2 tables. Invalid entries: error (open) or reported and
- * dropped (check). */
+ * dropped (check). Only the parts of the L1 table that hold data in the file are read (holes
+ * read as zeros): the cost follows the tables that exist, not the declared L1 size. The
+ * in-memory L1/L2 arrays are calloc'ed (untouched pages cost address space only). */
 static int read_tables(pcow_image *img, struct layer *L)
 {
     char what[96];
@@ -463,78 +542,29 @@ static int read_tables(pcow_image *img, struct layer *L)
         return pcow__err(img, ENOMEM, "out of memory");
     if (r)
         return r < 0 ? r : 0;
-    uint8_t *b = malloc(img->l1n * 8 > img->csize ? img->l1n * 8 : img->csize);
+    const uint64_t bytes = img->l1n * 8, chunk = bytes < (1u << 20) ? bytes : (1u << 20);
+    uint8_t *b = malloc(chunk ? chunk : 1);
     if (!b)
         return pcow__err(img, ENOMEM, "out of memory");
-    r = pcow__pread(img, b, img->l1n * 8, L->l1_off);
-    for (uint64_t i = 0; r >= 0 && i < img->l1n; i++) {
-        uint64_t a = g64(b + i * 8);
-        if (!a)
-            continue;
-        snprintf(what, sizeof what, "L2 table %llu of layer %u (L1 entry)", (unsigned long long)i, L->id);
-        r = ref(img, a, img->csize, what);
-        if (r) {
-            if (r > 0)
-                r = 0;
-            continue;
-        }
-        uint64_t *t = malloc(img->csize);
-        if (!t) {
-            r = pcow__err(img, ENOMEM, "out of memory");
-            break;
-        }
-        uint8_t *lb = (uint8_t *)t;
-        r = pcow__pread(img, lb, img->csize, a);
-        if (r < 0) {
-            free(t);
-            break;
-        }
-        uint64_t k;
-        for (k = 0; k < img->l2n; k++) {
-            uint64_t w0 = g64(lb + k * 16), w1 = g64(lb + k * 16 + 8);
-            uint64_t vc = i * img->l2n + k;
-            t[2 * k] = 0;
-            t[2 * k + 1] = 0;
-            if (!w0)
-                continue; /* word 1 of an unallocated entry is ignored */
-            int bad = 0;
-            if (vc >= img->nclusters)
-                bad = pcow__corrupt(img, "layer %u: entry for cluster %llu lies beyond the virtual size (L2 at 0x%llx)",
-                                    L->id, (unsigned long long)vc, (unsigned long long)a);
-            else if ((w0 & (img->csize - 1)) & ~ENTRY_PARTIAL)
-                bad = pcow__corrupt(img, "layer %u: entry for cluster %llu has reserved bits set (0x%llx)",
-                                    L->id, (unsigned long long)vc, (unsigned long long)w0);
-            else if ((w0 & ENTRY_PARTIAL) && !img->ext && (w1 & ~pcow__full_bitmap64(img)))
-                bad = pcow__corrupt(img, "layer %u: entry for cluster %llu has sub-unit bits beyond %u",
-                                    L->id, (unsigned long long)vc, img->nsub);
-            else {
-                snprintf(what, sizeof what, "data cluster of layer %u, virtual cluster %llu", L->id, (unsigned long long)vc);
-                bad = ref(img, w0 & ~(img->csize - 1), img->csize, what);
-            }
-            struct bmrec *rec = NULL;
-            if (!bad && img->ext && (w0 & ENTRY_PARTIAL) && w1) {
-                bad = load_rec(img, L, vc, w1, &rec);
-                if (bad)
-                    img->refmap[(w0 / img->csize) / 8] &= (uint8_t)~(1u << ((w0 / img->csize) % 8)); /* entry dropped */
-            }
-            if (bad < 0) {
-                r = bad;
+    uint64_t pos = L->l1_off, end = L->l1_off + bytes, ds, de;
+    while (r >= 0 && pos < end && pcow__data_range(img, pos, end, &ds, &de)) {
+        ds &= ~7ull; /* whole entries (data runs are block-aligned anyway) */
+        de = (de + 7) & ~7ull;
+        if (de > end)
+            de = end;
+        for (uint64_t q = ds; r >= 0 && q < de; q += chunk) {
+            uint64_t n = de - q < chunk ? de - q : chunk;
+            r = pcow__pread(img, b, n, q);
+            if (r < 0)
                 break;
+            img->table_bytes_read += n;
+            for (uint64_t o = 0; o < n && r >= 0; o += 8) {
+                uint64_t a = g64(b + o);
+                if (a)
+                    r = read_l2(img, L, (q - L->l1_off + o) / 8, a);
             }
-            if (bad)
-                continue;
-            t[2 * k] = w0;
-            t[2 * k + 1] = (w0 & ENTRY_PARTIAL) ? (img->ext ? (uint64_t)(uintptr_t)rec : w1) : 0;
-            L->owned++;
         }
-        if (r < 0) {
-            for (uint64_t j = 0; j < k && j < img->l2n; j++) /* entries loaded before the error */
-                pcow__bm_free_rec(img, t[2 * j], t[2 * j + 1]);
-            free(t);
-            break;
-        }
-        L->l1[i] = a;
-        L->l2[i] = t;
+        pos = de;
     }
     free(b);
     return r < 0 ? r : 0;
@@ -890,6 +920,10 @@ int pcow__write_dir(pcow_image *img, struct layer *layers, uint32_t n, uint32_t 
 {
     if (n == 0 || n > PCOW_MAX_LAYERS)
         return pcow__err(img, ENOSPC, "too many layers (%u, at most %d)", n, PCOW_MAX_LAYERS);
+    if ((uint64_t)n * img->l1n * 8 > MAX_TOTAL_L1_BYTES)
+        return pcow__err(img, ENOSPC, "too many layers (%u) for this virtual size: their L1 tables (%llu bytes each) would "
+                         "total more than the %llu MiB a reader accepts (FORMAT.md, Limits)", n,
+                         (unsigned long long)(img->l1n * 8), (unsigned long long)(MAX_TOTAL_L1_BYTES >> 20));
     uint64_t bytes = (uint64_t)n * DIR_REC_SIZE, sp = span(img, bytes), addr;
     uint8_t *b = calloc(1, sp);
     if (!b)

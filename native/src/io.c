@@ -44,6 +44,60 @@ bool pcow__in_file(const pcow_image *img, uint64_t addr, uint64_t len)
     return true;
 }
 
+/* File offset in stripe file f of the first byte of f at a logical address >= addr. */
+static uint64_t first_off_at(const pcow_image *img, uint32_t f, uint64_t addr)
+{
+    if (img->nfiles <= 1)
+        return addr;
+    uint64_t u = addr >> img->h.ubits, round = u / img->nfiles, fu = u % img->nfiles;
+    if (f == fu)
+        return (round << img->h.ubits) | (addr & (img->unit - 1));
+    return (f > fu ? round : round + 1) << img->h.ubits;
+}
+
+/* Logical address of offset off in stripe file f. */
+static uint64_t logical_of(const pcow_image *img, uint32_t f, uint64_t off)
+{
+    if (img->nfiles <= 1)
+        return off;
+    return (((off >> img->h.ubits) * img->nfiles + f) << img->h.ubits) | (off & (img->unit - 1));
+}
+
+bool pcow__data_range(const pcow_image *img, uint64_t addr, uint64_t end, uint64_t *ds, uint64_t *de)
+{
+    uint64_t best = UINT64_MAX, bd = 0;
+    uint32_t bf = 0;
+    for (uint32_t f = 0; f < img->nfiles; f++) {
+        uint64_t off = first_off_at(img, f, addr);
+        if (off >= img->fsize[f] || off > (uint64_t)INT64_MAX)
+            continue;
+        off_t d = lseek(img->fd[f], (off_t)off, SEEK_DATA);
+        if (d < 0 && errno == ENXIO)
+            continue;               /* only holes from off to the end of f */
+        uint64_t fd_off = d < 0 ? off : (uint64_t)d; /* no SEEK_DATA: all data */
+        uint64_t la = logical_of(img, f, fd_off);
+        if (la < best) {
+            best = la;
+            bf = f;
+            bd = fd_off;
+        }
+    }
+    if (best >= end)
+        return false;
+    off_t h = lseek(img->fd[bf], (off_t)bd, SEEK_HOLE);
+    uint64_t he = h < 0 || (uint64_t)h > img->fsize[bf] ? img->fsize[bf] : (uint64_t)h;
+    if (img->nfiles > 1) {
+        uint64_t ue = ((bd >> img->h.ubits) + 1) << img->h.ubits; /* the unit continues in the next file */
+        if (he > ue)
+            he = ue;
+    }
+    if (he <= bd)
+        he = bd + 1;
+    *ds = best;
+    *de = best + (he - bd) < end ? best + (he - bd) : end;
+    return true;
+}
+
 static int rw_loop(pcow_image *img, bool wr, void *buf, uint64_t len, uint64_t addr)
 {
     uint8_t *p = buf;

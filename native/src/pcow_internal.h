@@ -21,6 +21,7 @@
 #define MAX_VIRTUAL_SIZE (1ull << 52) /* 4 PiB */
 #define MAX_STRIPE_UNIT_BITS 30
 #define MAX_L1_BYTES (64ull << 20) /* per layer */
+#define MAX_TOTAL_L1_BYTES (1ull << 30) /* all layers together (FORMAT.md, Limits) */
 
 extern const uint8_t pcow_magic[8];
 
@@ -105,6 +106,8 @@ struct pcow_image {
     struct ckctx *ck;       /* non-NULL while pcow_check loads the image */
     uint8_t *refmap;        /* one bit per cluster of [0, end) while loading */
     uint64_t refmap_n;
+    uint64_t ref_last;      /* highest cluster ever marked in refmap */
+    uint64_t table_bytes_read; /* L1/L2 bytes read while loading (tests: cost follows stored tables) */
     char err[1024];
 };
 
@@ -132,6 +135,10 @@ int pcow__check_writable_vc(pcow_image *img, uint64_t vc);
 int pcow__reserve_sparse(pcow_image *img, uint64_t n, uint64_t *addr);
 void pcow__free_clusters(pcow_image *img, uint64_t addr, uint64_t n);
 bool pcow__in_file(const pcow_image *img, uint64_t addr, uint64_t len);
+/* The first run [*ds, *de) of logical addresses in [addr, end) that holds data in the files
+ * (SEEK_DATA/SEEK_HOLE; a file system without them reports everything as data); false when
+ * the rest is holes. Runs are cut at stripe units. Cost: one lseek per stripe file + one. */
+bool pcow__data_range(const pcow_image *img, uint64_t addr, uint64_t end, uint64_t *ds, uint64_t *de);
 
 /* tables */
 static inline uint64_t ent_w0(const pcow_image *img, const struct layer *L, uint64_t vc)
