@@ -330,9 +330,14 @@ static int map_range(pcow_image *img, uint64_t off, uint64_t len, int depth0, ui
     while (len) {
         uint64_t t = off / tspan, tn = (t + 1) * tspan - off;
         int d = 0;
-        bool tables = false;
-        for (int li = (int)img->active; li >= 0 && !tables; li = img->layers[li].parent, d++)
-            tables = __atomic_load_n(&img->layers[li].l2[t], __ATOMIC_ACQUIRE) != NULL;
+        bool tables = false, chunks = false;
+        for (int li = (int)img->active; li >= 0 && !tables; li = img->layers[li].parent, d++) {
+            const struct layer *L = &img->layers[li];
+            chunks |= __atomic_load_n(&L->l1c[t >> L1C_BITS], __ATOMIC_ACQUIRE) != NULL;
+            tables = l2_tab(L, t) != NULL;
+        }
+        if (!chunks) /* no layer has a table in this whole chunk of L1 entries */
+            tn = (((t >> L1C_BITS) + 1) << L1C_BITS) * tspan - off;
         if (!tables) {
             if (tn > len)
                 tn = len;

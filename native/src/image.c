@@ -117,20 +117,39 @@ static int lock_fd(int fd, bool excl)
     return 0;
 }
 
+int pcow__l1_alloc(pcow_image *img, struct layer *L)
+{
+    L->l1c = calloc((img->l1n + L1C_N - 1) / L1C_N + 1, sizeof *L->l1c);
+    return L->l1c ? 0 : pcow__err(img, ENOMEM, "out of memory");
+}
+
+int pcow__l1_chunk(pcow_image *img, struct layer *L, uint64_t t)
+{
+    if (L->l1c[t >> L1C_BITS])
+        return 0;
+    struct l1chunk *c = calloc(1, sizeof *c);
+    if (!c)
+        return pcow__err(img, ENOMEM, "out of memory");
+    __atomic_store_n(&L->l1c[t >> L1C_BITS], c, __ATOMIC_RELEASE);
+    return 0;
+}
+
 void pcow__free_layer(pcow_image *img, struct layer *L)
 {
-    if (L->l2) {
-        for (uint64_t i = 0; i < img->l1n; i++) {
-            if (img->ext && L->l2[i])
-                for (uint64_t k = 0; k < img->l2n; k++)
-                    pcow__bm_free_rec(img, L->l2[i][2 * k], L->l2[i][2 * k + 1]);
-            free(L->l2[i]);
+    if (L->l1c) {
+        for (uint64_t ci = 0; ci <= img->l1n / L1C_N; ci++) {
+            struct l1chunk *c = L->l1c[ci];
+            for (uint32_t j = 0; c && j < L1C_N; j++) {
+                if (img->ext && c->l2[j])
+                    for (uint64_t k = 0; k < img->l2n; k++)
+                        pcow__bm_free_rec(img, c->l2[j][2 * k], c->l2[j][2 * k + 1]);
+                free(c->l2[j]);
+            }
+            free(c);
         }
     }
-    free(L->l2);
-    free(L->l1);
-    L->l2 = NULL;
-    L->l1 = NULL;
+    free(L->l1c);
+    L->l1c = NULL;
 }
 
 void pcow__free(pcow_image *img)
@@ -515,14 +534,15 @@ static int read_l2(pcow_image *img, struct layer *L, uint64_t i, uint64_t a)
         t[2 * k + 1] = (w0 & ENTRY_PARTIAL) ? (img->ext ? (uint64_t)(uintptr_t)rec : w1) : 0;
         L->owned++;
     }
+    if (r == 0)
+        r = pcow__l1_chunk(img, L, i);
     if (r < 0) {
         for (uint64_t j = 0; j < k && j < img->l2n; j++) /* entries loaded before the error */
             pcow__bm_free_rec(img, t[2 * j], t[2 * j + 1]);
         free(t);
         return r;
     }
-    L->l1[i] = a;
-    L->l2[i] = t;
+    l1_set(L, i, a, t);
     return 0;
 }
 
@@ -536,13 +556,11 @@ static int read_tables(pcow_image *img, struct layer *L)
     snprintf(what, sizeof what, "L1 table of layer %u", L->id);
     int r = ref(img, L->l1_off, img->l1_span, what);
     /* tables are allocated only once the L1 is known to lie inside the file */
-    L->l1 = calloc(img->l1n ? img->l1n : 1, 8);
-    L->l2 = calloc(img->l1n ? img->l1n : 1, sizeof(uint64_t *));
-    if (!L->l1 || !L->l2)
-        return pcow__err(img, ENOMEM, "out of memory");
+    if (pcow__l1_alloc(img, L) < 0)
+        return -ENOMEM;
     if (r)
         return r < 0 ? r : 0;
-    const uint64_t bytes = img->l1n * 8, chunk = bytes < (1u << 20) ? bytes : (1u << 20);
+    const uint64_t bytes = img->l1n * 8, chunk = bytes < (64u << 10) ? bytes : (64u << 10);
     uint8_t *b = malloc(chunk ? chunk : 1);
     if (!b)
         return pcow__err(img, ENOMEM, "out of memory");
@@ -949,10 +967,8 @@ int pcow__write_dir(pcow_image *img, struct layer *layers, uint32_t n, uint32_t 
 /* A fresh, empty L1 table for L (zeros from fallocate). */
 int pcow__new_l1(pcow_image *img, struct layer *L)
 {
-    L->l1 = calloc(img->l1n ? img->l1n : 1, 8);
-    L->l2 = calloc(img->l1n ? img->l1n : 1, sizeof(uint64_t *));
-    if (!L->l1 || !L->l2)
-        return pcow__err(img, ENOMEM, "out of memory");
+    if (pcow__l1_alloc(img, L) < 0)
+        return -ENOMEM;
     return pcow__reserve(img, img->l1_span / img->csize, &L->l1_off);
 }
 
@@ -960,16 +976,13 @@ int pcow__new_l1(pcow_image *img, struct layer *L)
  * and point L at them in memory; the caller makes the switch durable with pcow__write_dir. */
 int pcow__write_tables(pcow_image *img, struct layer *L)
 {
-    uint8_t *b = calloc(1, img->l1_span > img->csize ? img->l1_span : img->csize);
+    uint8_t *b = calloc(1, img->csize); /* one L2 table, or one chunk of L1 (L1C_N * 8 <= C) */
     if (!b)
         return pcow__err(img, ENOMEM, "out of memory");
     int r = 0;
     L->owned = 0;
-    for (uint64_t i = 0; i < img->l1n && r == 0; i++) {
-        uint64_t *t = L->l2[i];
-        L->l1[i] = 0;
-        if (!t)
-            continue;
+    for (uint64_t i = l1_next(img, L, 0); i < img->l1n && r == 0; i = l1_next(img, L, i + 1)) {
+        uint64_t *t = l2_tab(L, i);
         bool any = false;
         for (uint64_t k = 0; k < img->l2n && r == 0; k++) {
             uint64_t w1 = t[2 * k] ? t[2 * k + 1] : 0;
@@ -991,23 +1004,30 @@ int pcow__write_tables(pcow_image *img, struct layer *L)
         if (r < 0)
             break;
         if (!any) {
+            l1_set(L, i, 0, NULL);
             free(t);
-            L->l2[i] = NULL;
             continue;
         }
-        uint64_t a;
+        uint64_t a = 0;
         r = pcow__reserve(img, 1, &a);
         if (r == 0)
             r = pcow__pwrite(img, b, img->csize, a);
-        L->l1[i] = a;
+        l1_set(L, i, a, t);
     }
-    if (r == 0) {
-        memset(b, 0, img->l1_span);
-        for (uint64_t i = 0; i < img->l1n; i++)
-            p64(b + i * 8, L->l1[i]);
+    /* The new L1: its reserved clusters read as zeros, so only the chunks that hold entries
+     * are written (the cost follows the tables, not the declared L1 size). */
+    if (r == 0)
         r = pcow__reserve(img, img->l1_span / img->csize, &L->l1_off);
-        if (r == 0)
-            r = pcow__pwrite(img, b, img->l1_span, L->l1_off);
+    for (uint64_t ci = 0; r == 0 && ci * L1C_N < img->l1n; ci++) {
+        const struct l1chunk *c = L->l1c[ci];
+        uint64_t n = img->l1n - ci * L1C_N < L1C_N ? img->l1n - ci * L1C_N : L1C_N;
+        bool any = false;
+        for (uint64_t j = 0; c && j < n; j++) {
+            p64(b + j * 8, c->l1[j]);
+            any |= c->l1[j] != 0;
+        }
+        if (any)
+            r = pcow__pwrite(img, b, n * 8, L->l1_off + ci * L1C_N * 8);
     }
     free(b);
     if (r == 0)
@@ -1062,17 +1082,16 @@ int pcow__collect_refs(pcow_image *img, uint64_t **out, size_t *n)
         struct layer *L = &img->layers[i];
         for (uint64_t o = 0; o < img->l1_span; o += img->csize)
             PUSH(L->l1_off + o);
-        for (uint64_t j = 0; j < img->l1n; j++) {
-            if (!L->l2[j])
-                continue;
-            if (L->l1[j])
-                PUSH(L->l1[j]);
+        for (uint64_t j = l1_next(img, L, 0); j < img->l1n; j = l1_next(img, L, j + 1)) {
+            const uint64_t *t = l2_tab(L, j);
+            if (l1_addr(L, j))
+                PUSH(l1_addr(L, j));
             for (uint64_t k = 0; k < img->l2n; k++) {
-                uint64_t w0 = L->l2[j][2 * k];
+                uint64_t w0 = t[2 * k];
                 if (!w0)
                     continue;
                 PUSH(w0 & ~(img->csize - 1));
-                const struct bmrec *rec = (const struct bmrec *)(uintptr_t)L->l2[j][2 * k + 1];
+                const struct bmrec *rec = (const struct bmrec *)(uintptr_t)t[2 * k + 1];
                 if (img->ext && (w0 & ENTRY_PARTIAL) && rec) {
                     PUSH(rec->addr & ~(img->csize - 1)); /* its bitmap cluster */
                     PUSH(rec->addr | 1);                 /* the record itself (tagged) */
@@ -1273,8 +1292,7 @@ int pcow_create(const char *path, const struct pcow_create_opts *o, char *err, s
         r = pcow__pwrite(img, b, dsp, h->dir_off);
     }
     free(b);
-    free(L.l1);
-    free(L.l2);
+    pcow__free_layer(img, &L);
     uint8_t hb[HDR_SLOT_SIZE];
     for (int s = 0; s < 2 && r == 0; s++) {
         pcow__hdr_encode(h, s, hb);

@@ -35,14 +35,24 @@ struct hdr {
     char sname[PCOW_MAX_STRIPES][PCOW_STRIPE_NAME_MAX + 1]; /* [0] unused */
 };
 
+/* The in-memory L1 of a layer is sparse: a directory of chunks of L1C_N entries, a chunk only
+ * where the layer has L2 tables, so memory follows the tables that exist, not the declared L1
+ * size (8 bytes of directory per L1C_N entries). Chunks and tables are published with release
+ * stores for lock-free lookups; they are freed only with the layer. */
+#define L1C_BITS 9
+#define L1C_N (1u << L1C_BITS)
+struct l1chunk {
+    uint64_t l1[L1C_N];  /* host-order L2 table addresses (0 = not written yet / none) */
+    uint64_t *l2[L1C_N]; /* in-memory L2 tables (2 words per entry), NULL = none */
+};
+
 struct layer {
     uint32_t id, parent_id;
     uint64_t l1_off;
     uint64_t ctime_sec;
     uint32_t ctime_nsec;
     char name[PCOW_LAYER_NAME_MAX + 1];
-    uint64_t *l1;   /* host-order L2 table addresses, l1n entries */
-    uint64_t **l2;  /* in-memory L2 tables (2 words per entry), NULL = none */
+    struct l1chunk **l1c; /* ceil(l1n / L1C_N) chunks, NULL = no table in that range */
     int parent;     /* index in layers[], -1 = bottom */
     uint64_t owned; /* data clusters referenced */
 };
@@ -141,14 +151,53 @@ bool pcow__in_file(const pcow_image *img, uint64_t addr, uint64_t len);
 bool pcow__data_range(const pcow_image *img, uint64_t addr, uint64_t end, uint64_t *ds, uint64_t *de);
 
 /* tables */
+/* In-memory L2 table of L1 entry t of L, or NULL. */
+static inline uint64_t *l2_tab(const struct layer *L, uint64_t t)
+{
+    struct l1chunk *c = __atomic_load_n(&L->l1c[t >> L1C_BITS], __ATOMIC_ACQUIRE);
+    return c ? __atomic_load_n(&c->l2[t & (L1C_N - 1)], __ATOMIC_ACQUIRE) : NULL;
+}
+/* Address of the L2 table of L1 entry t on disk (0 = none, or not written yet). */
+static inline uint64_t l1_addr(const struct layer *L, uint64_t t)
+{
+    const struct l1chunk *c = L->l1c[t >> L1C_BITS];
+    return c ? c->l1[t & (L1C_N - 1)] : 0;
+}
+/* The first L1 entry >= t of L that has an in-memory L2 table, or l1n: iterate the tables that
+ * exist, skipping empty chunks whole. Writer side (no concurrent table insertion). */
+static inline uint64_t l1_next(const pcow_image *img, const struct layer *L, uint64_t t)
+{
+    while (t < img->l1n) {
+        const struct l1chunk *c = L->l1c[t >> L1C_BITS];
+        if (!c)
+            t = ((t >> L1C_BITS) + 1) << L1C_BITS;
+        else if (c->l2[t & (L1C_N - 1)])
+            return t;
+        else
+            t++;
+    }
+    return img->l1n;
+}
+/* L's chunk directory, empty. */
+int pcow__l1_alloc(pcow_image *img, struct layer *L);
+/* Make sure the chunk holding L1 entry t exists (so that a later pcow__l1_set cannot fail). */
+int pcow__l1_chunk(pcow_image *img, struct layer *L, uint64_t t);
+/* Set L1 entry t: disk address a and in-memory table tab (published with a release store).
+ * The chunk must exist (pcow__l1_chunk). */
+static inline void l1_set(struct layer *L, uint64_t t, uint64_t a, uint64_t *tab)
+{
+    struct l1chunk *c = L->l1c[t >> L1C_BITS];
+    c->l1[t & (L1C_N - 1)] = a;
+    __atomic_store_n(&c->l2[t & (L1C_N - 1)], tab, __ATOMIC_RELEASE);
+}
 static inline uint64_t ent_w0(const pcow_image *img, const struct layer *L, uint64_t vc)
 {
-    uint64_t *t = __atomic_load_n(&L->l2[vc / img->l2n], __ATOMIC_ACQUIRE);
+    uint64_t *t = l2_tab(L, vc / img->l2n);
     return t ? __atomic_load_n(&t[2 * (vc % img->l2n)], __ATOMIC_ACQUIRE) : 0;
 }
 static inline uint64_t ent_w1(const pcow_image *img, const struct layer *L, uint64_t vc)
 {
-    uint64_t *t = __atomic_load_n(&L->l2[vc / img->l2n], __ATOMIC_ACQUIRE);
+    uint64_t *t = l2_tab(L, vc / img->l2n);
     return t ? __atomic_load_n(&t[2 * (vc % img->l2n) + 1], __ATOMIC_ACQUIRE) : 0;
 }
 int pcow__set_entry(pcow_image *img, uint32_t li, uint64_t vc, uint64_t w0, const pcow_bitmap *bm);
