@@ -330,13 +330,17 @@ static int map_range(pcow_image *img, uint64_t off, uint64_t len, int depth0, ui
     while (len) {
         uint64_t t = off / tspan, tn = (t + 1) * tspan - off;
         int d = 0;
-        bool tables = false, chunks = false;
+        bool tables = false, chunks = false, pages = false;
         for (int li = (int)img->active; li >= 0 && !tables; li = img->layers[li].parent, d++) {
             const struct layer *L = &img->layers[li];
-            chunks |= __atomic_load_n(&L->l1c[t >> L1C_BITS], __ATOMIC_ACQUIRE) != NULL;
+            pages |= __atomic_load_n(&L->l1p[t >> L1P_SHIFT], __ATOMIC_ACQUIRE) != NULL;
+            chunks |= l1_chunk(L, t) != NULL;
             tables = l2_tab(L, t) != NULL;
         }
-        if (!chunks) /* no layer has a table in this whole chunk of L1 entries */
+        /* no layer has a table in this whole page / chunk of L1 entries: skip it whole */
+        if (!pages)
+            tn = (((t >> L1P_SHIFT) + 1) << L1P_SHIFT) * tspan - off;
+        else if (!chunks)
             tn = (((t >> L1C_BITS) + 1) << L1C_BITS) * tspan - off;
         if (!tables) {
             if (tn > len)

@@ -119,26 +119,34 @@ static int lock_fd(int fd, bool excl)
 
 int pcow__l1_alloc(pcow_image *img, struct layer *L)
 {
-    L->l1c = calloc((img->l1n + L1C_N - 1) / L1C_N + 1, sizeof *L->l1c);
-    return L->l1c ? 0 : pcow__err(img, ENOMEM, "out of memory");
+    L->l1p = calloc((img->l1n >> L1P_SHIFT) + 1, sizeof *L->l1p);
+    return L->l1p ? 0 : pcow__err(img, ENOMEM, "out of memory");
 }
 
 int pcow__l1_chunk(pcow_image *img, struct layer *L, uint64_t t)
 {
-    if (L->l1c[t >> L1C_BITS])
+    struct l1page *p = L->l1p[t >> L1P_SHIFT];
+    if (!p) {
+        p = calloc(1, sizeof *p);
+        if (!p)
+            return pcow__err(img, ENOMEM, "out of memory");
+        __atomic_store_n(&L->l1p[t >> L1P_SHIFT], p, __ATOMIC_RELEASE);
+    }
+    if (p->c[(t >> L1C_BITS) & (L1D_N - 1)])
         return 0;
     struct l1chunk *c = calloc(1, sizeof *c);
     if (!c)
         return pcow__err(img, ENOMEM, "out of memory");
-    __atomic_store_n(&L->l1c[t >> L1C_BITS], c, __ATOMIC_RELEASE);
+    __atomic_store_n(&p->c[(t >> L1C_BITS) & (L1D_N - 1)], c, __ATOMIC_RELEASE);
     return 0;
 }
 
 void pcow__free_layer(pcow_image *img, struct layer *L)
 {
-    if (L->l1c) {
-        for (uint64_t ci = 0; ci <= img->l1n / L1C_N; ci++) {
-            struct l1chunk *c = L->l1c[ci];
+    for (uint64_t pi = 0; L->l1p && pi <= img->l1n >> L1P_SHIFT; pi++) {
+        struct l1page *p = L->l1p[pi];
+        for (uint32_t ci = 0; p && ci < L1D_N; ci++) {
+            struct l1chunk *c = p->c[ci];
             for (uint32_t j = 0; c && j < L1C_N; j++) {
                 if (img->ext && c->l2[j])
                     for (uint64_t k = 0; k < img->l2n; k++)
@@ -147,9 +155,10 @@ void pcow__free_layer(pcow_image *img, struct layer *L)
             }
             free(c);
         }
+        free(p);
     }
-    free(L->l1c);
-    L->l1c = NULL;
+    free(L->l1p);
+    L->l1p = NULL;
 }
 
 void pcow__free(pcow_image *img)
@@ -272,14 +281,6 @@ static int read_dir(pcow_image *img)
         free(b);
         r = pcow__corrupt(img, "layer directory at 0x%llx: checksum mismatch (header says 0x%08x, data 0x%08x)",
                           (unsigned long long)img->h.dir_off, img->h.dir_crc, crc);
-        return r < 0 ? r : 1;
-    }
-    if ((uint64_t)img->h.dir_count * img->l1n * 8 > MAX_TOTAL_L1_BYTES) {
-        free(b);
-        r = pcow__corrupt(img, "the L1 tables of the %u layers total %llu MiB (%llu bytes each), more than the %llu MiB "
-                          "a reader accepts (FORMAT.md, Limits)", img->h.dir_count,
-                          (unsigned long long)(((uint64_t)img->h.dir_count * img->l1n * 8) >> 20),
-                          (unsigned long long)(img->l1n * 8), (unsigned long long)(MAX_TOTAL_L1_BYTES >> 20));
         return r < 0 ? r : 1;
     }
     img->layers = calloc(img->h.dir_count, sizeof *img->layers);
@@ -938,10 +939,6 @@ int pcow__write_dir(pcow_image *img, struct layer *layers, uint32_t n, uint32_t 
 {
     if (n == 0 || n > PCOW_MAX_LAYERS)
         return pcow__err(img, ENOSPC, "too many layers (%u, at most %d)", n, PCOW_MAX_LAYERS);
-    if ((uint64_t)n * img->l1n * 8 > MAX_TOTAL_L1_BYTES)
-        return pcow__err(img, ENOSPC, "too many layers (%u) for this virtual size: their L1 tables (%llu bytes each) would "
-                         "total more than the %llu MiB a reader accepts (FORMAT.md, Limits)", n,
-                         (unsigned long long)(img->l1n * 8), (unsigned long long)(MAX_TOTAL_L1_BYTES >> 20));
     uint64_t bytes = (uint64_t)n * DIR_REC_SIZE, sp = span(img, bytes), addr;
     uint8_t *b = calloc(1, sp);
     if (!b)
@@ -1019,7 +1016,11 @@ int pcow__write_tables(pcow_image *img, struct layer *L)
     if (r == 0)
         r = pcow__reserve(img, img->l1_span / img->csize, &L->l1_off);
     for (uint64_t ci = 0; r == 0 && ci * L1C_N < img->l1n; ci++) {
-        const struct l1chunk *c = L->l1c[ci];
+        if (!L->l1p[ci >> L1D_BITS]) {
+            ci |= L1D_N - 1; /* a whole page without tables */
+            continue;
+        }
+        const struct l1chunk *c = l1_chunk(L, ci * L1C_N);
         uint64_t n = img->l1n - ci * L1C_N < L1C_N ? img->l1n - ci * L1C_N : L1C_N;
         bool any = false;
         for (uint64_t j = 0; c && j < n; j++) {

@@ -633,7 +633,7 @@ int pcow_commit(pcow_image *img)
         return pcow__err(img, ENOMEM, "out of memory");
     }
     *nlr = *A;
-    nlr->l1c = NULL;
+    nlr->l1p = NULL;
     nlr->owned = 0;
     r = pcow__new_l1(img, nlr);
     if (r == 0)

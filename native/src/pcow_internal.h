@@ -21,7 +21,6 @@
 #define MAX_VIRTUAL_SIZE (1ull << 52) /* 4 PiB */
 #define MAX_STRIPE_UNIT_BITS 30
 #define MAX_L1_BYTES (64ull << 20) /* per layer */
-#define MAX_TOTAL_L1_BYTES (1ull << 30) /* all layers together (FORMAT.md, Limits) */
 
 extern const uint8_t pcow_magic[8];
 
@@ -35,15 +34,22 @@ struct hdr {
     char sname[PCOW_MAX_STRIPES][PCOW_STRIPE_NAME_MAX + 1]; /* [0] unused */
 };
 
-/* The in-memory L1 of a layer is sparse: a directory of chunks of L1C_N entries, a chunk only
- * where the layer has L2 tables, so memory follows the tables that exist, not the declared L1
- * size (8 bytes of directory per L1C_N entries). Chunks and tables are published with release
- * stores for lock-free lookups; they are freed only with the layer. */
+/* The in-memory L1 of a layer is sparse: a two-level radix tree (directory pages of L1D_N
+ * chunks of L1C_N entries), pages and chunks only where the layer has L2 tables, so memory
+ * follows the tables that exist, not the declared L1 size (a layer without tables costs 8 bytes
+ * per 2^18 L1 entries: <= 256 bytes at the 64 MiB L1 limit). Pages, chunks and tables are
+ * published with release stores for lock-free lookups; they are freed only with the layer. */
 #define L1C_BITS 9
 #define L1C_N (1u << L1C_BITS)
+#define L1D_BITS 9
+#define L1D_N (1u << L1D_BITS)
+#define L1P_SHIFT (L1C_BITS + L1D_BITS) /* L1 entries per directory page: 2^18 */
 struct l1chunk {
     uint64_t l1[L1C_N];  /* host-order L2 table addresses (0 = not written yet / none) */
     uint64_t *l2[L1C_N]; /* in-memory L2 tables (2 words per entry), NULL = none */
+};
+struct l1page {
+    struct l1chunk *c[L1D_N];
 };
 
 struct layer {
@@ -52,7 +58,7 @@ struct layer {
     uint64_t ctime_sec;
     uint32_t ctime_nsec;
     char name[PCOW_LAYER_NAME_MAX + 1];
-    struct l1chunk **l1c; /* ceil(l1n / L1C_N) chunks, NULL = no table in that range */
+    struct l1page **l1p; /* (l1n >> L1P_SHIFT) + 1 pages, NULL = no table in that range */
     int parent;     /* index in layers[], -1 = bottom */
     uint64_t owned; /* data clusters referenced */
 };
@@ -151,25 +157,33 @@ bool pcow__in_file(const pcow_image *img, uint64_t addr, uint64_t len);
 bool pcow__data_range(const pcow_image *img, uint64_t addr, uint64_t end, uint64_t *ds, uint64_t *de);
 
 /* tables */
+/* The chunk holding L1 entry t of L, or NULL. */
+static inline struct l1chunk *l1_chunk(const struct layer *L, uint64_t t)
+{
+    struct l1page *p = __atomic_load_n(&L->l1p[t >> L1P_SHIFT], __ATOMIC_ACQUIRE);
+    return p ? __atomic_load_n(&p->c[(t >> L1C_BITS) & (L1D_N - 1)], __ATOMIC_ACQUIRE) : NULL;
+}
 /* In-memory L2 table of L1 entry t of L, or NULL. */
 static inline uint64_t *l2_tab(const struct layer *L, uint64_t t)
 {
-    struct l1chunk *c = __atomic_load_n(&L->l1c[t >> L1C_BITS], __ATOMIC_ACQUIRE);
+    struct l1chunk *c = l1_chunk(L, t);
     return c ? __atomic_load_n(&c->l2[t & (L1C_N - 1)], __ATOMIC_ACQUIRE) : NULL;
 }
 /* Address of the L2 table of L1 entry t on disk (0 = none, or not written yet). */
 static inline uint64_t l1_addr(const struct layer *L, uint64_t t)
 {
-    const struct l1chunk *c = L->l1c[t >> L1C_BITS];
+    const struct l1chunk *c = l1_chunk(L, t);
     return c ? c->l1[t & (L1C_N - 1)] : 0;
 }
 /* The first L1 entry >= t of L that has an in-memory L2 table, or l1n: iterate the tables that
- * exist, skipping empty chunks whole. Writer side (no concurrent table insertion). */
+ * exist, skipping empty pages and chunks whole. Writer side (no concurrent table insertion). */
 static inline uint64_t l1_next(const pcow_image *img, const struct layer *L, uint64_t t)
 {
     while (t < img->l1n) {
-        const struct l1chunk *c = L->l1c[t >> L1C_BITS];
-        if (!c)
+        const struct l1chunk *c;
+        if (!L->l1p[t >> L1P_SHIFT])
+            t = ((t >> L1P_SHIFT) + 1) << L1P_SHIFT;
+        else if (!(c = l1_chunk(L, t)))
             t = ((t >> L1C_BITS) + 1) << L1C_BITS;
         else if (c->l2[t & (L1C_N - 1)])
             return t;
@@ -178,15 +192,15 @@ static inline uint64_t l1_next(const pcow_image *img, const struct layer *L, uin
     }
     return img->l1n;
 }
-/* L's chunk directory, empty. */
+/* L's (empty) top-level directory. */
 int pcow__l1_alloc(pcow_image *img, struct layer *L);
-/* Make sure the chunk holding L1 entry t exists (so that a later pcow__l1_set cannot fail). */
+/* Make sure the page and chunk holding L1 entry t exist (so that a later l1_set cannot fail). */
 int pcow__l1_chunk(pcow_image *img, struct layer *L, uint64_t t);
 /* Set L1 entry t: disk address a and in-memory table tab (published with a release store).
  * The chunk must exist (pcow__l1_chunk). */
 static inline void l1_set(struct layer *L, uint64_t t, uint64_t a, uint64_t *tab)
 {
-    struct l1chunk *c = L->l1c[t >> L1C_BITS];
+    struct l1chunk *c = l1_chunk(L, t);
     c->l1[t & (L1C_N - 1)] = a;
     __atomic_store_n(&c->l2[t & (L1C_N - 1)], tab, __ATOMIC_RELEASE);
 }
