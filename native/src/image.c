@@ -1049,24 +1049,26 @@ void pcow__relink(pcow_image *img)
     }
 }
 
-static int cmp_u64(const void *a, const void *b)
+static int cmp_ref(const void *a, const void *b)
 {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
+    const uint64_t *x = a, *y = b;
+    return x[0] != y[0] ? (x[0] < y[0] ? -1 : 1) : (x[1] < y[1] ? -1 : x[1] > y[1]);
 }
 
-/* Every cluster the current state references (directory, L1, L2, data, bitmap clusters) and,
- * tagged with bit 0, every bitmap record; sorted. */
+/* Every run of clusters the current state references (directory, L1 tables as one run each,
+ * L2, data, bitmap clusters) and, tagged with bit 0, every bitmap record: *n pairs
+ * (address, clusters) in 2 * *n words, sorted. Runs keep the cost proportional to the tables
+ * and data that exist, not to the declared L1 sizes. */
 int pcow__collect_refs(pcow_image *img, uint64_t **out, size_t *n)
 {
     size_t cap = 64, cnt = 0;
-    uint64_t *a = malloc(cap * 8);
+    uint64_t *a = malloc(cap * 16);
     if (!a)
         return pcow__err(img, ENOMEM, "out of memory");
-#define PUSH(x)                                                    \
+#define PUSH(x, c)                                                 \
     do {                                                           \
         if (cnt == cap) {                                          \
-            uint64_t *na = realloc(a, cap * 2 * 8);                \
+            uint64_t *na = realloc(a, cap * 2 * 16);               \
             if (!na) {                                             \
                 free(a);                                           \
                 return pcow__err(img, ENOMEM, "out of memory");    \
@@ -1074,63 +1076,97 @@ int pcow__collect_refs(pcow_image *img, uint64_t **out, size_t *n)
             a = na;                                                \
             cap *= 2;                                              \
         }                                                          \
-        a[cnt++] = (x);                                            \
+        a[2 * cnt] = (x);                                          \
+        a[2 * cnt++ + 1] = (c);                                    \
     } while (0)
     uint64_t dsp = span(img, (uint64_t)img->h.dir_count * DIR_REC_SIZE);
-    for (uint64_t o = 0; o < dsp; o += img->csize)
-        PUSH(img->h.dir_off + o);
+    PUSH(img->h.dir_off, dsp / img->csize);
     for (uint32_t i = 0; i < img->nlayers; i++) {
         struct layer *L = &img->layers[i];
-        for (uint64_t o = 0; o < img->l1_span; o += img->csize)
-            PUSH(L->l1_off + o);
+        PUSH(L->l1_off, img->l1_span / img->csize);
         for (uint64_t j = l1_next(img, L, 0); j < img->l1n; j = l1_next(img, L, j + 1)) {
             const uint64_t *t = l2_tab(L, j);
             if (l1_addr(L, j))
-                PUSH(l1_addr(L, j));
+                PUSH(l1_addr(L, j), 1);
             for (uint64_t k = 0; k < img->l2n; k++) {
                 uint64_t w0 = t[2 * k];
                 if (!w0)
                     continue;
-                PUSH(w0 & ~(img->csize - 1));
+                PUSH(w0 & ~(img->csize - 1), 1);
                 const struct bmrec *rec = (const struct bmrec *)(uintptr_t)t[2 * k + 1];
                 if (img->ext && (w0 & ENTRY_PARTIAL) && rec) {
-                    PUSH(rec->addr & ~(img->csize - 1)); /* its bitmap cluster */
-                    PUSH(rec->addr | 1);                 /* the record itself (tagged) */
+                    PUSH(rec->addr & ~(img->csize - 1), 1); /* its bitmap cluster */
+                    PUSH(rec->addr | 1, 1);                 /* the record itself (tagged) */
                 }
             }
         }
     }
 #undef PUSH
-    qsort(a, cnt, 8, cmp_u64);
+    qsort(a, cnt, 16, cmp_ref);
     *out = a;
     *n = cnt;
     return 0;
 }
 
-/* After a durable switch: free every cluster of `old` that the new state does not reference. */
+/* After a durable switch: free every cluster of `old` (pcow__collect_refs) that the new state
+ * does not reference, and zero every record of `old` it does not use. */
 void pcow__free_unreferenced(pcow_image *img, uint64_t *old, size_t nold)
 {
     uint64_t *nw;
     size_t nn;
     if (pcow__collect_refs(img, &nw, &nn) < 0)
         return; /* leaks only */
-    size_t j = 0;
+    /* the new state's records (tagged), sorted; then its cluster runs as a sorted union of
+     * disjoint [start, end) ranges, in place */
+    uint64_t *recs = malloc(8 * (nn ? nn : 1));
+    size_t nr = 0, nu = 0;
+    for (size_t i = 0; i < nn; i++) {
+        uint64_t s = nw[2 * i], e = s + nw[2 * i + 1] * img->csize;
+        if (s & 1) {
+            if (recs)
+                recs[nr++] = s;
+            continue;
+        }
+        if (nu && s <= nw[2 * nu - 1]) {
+            if (e > nw[2 * nu - 1])
+                nw[2 * nu - 1] = e;
+        } else {
+            nw[2 * nu] = s;
+            nw[2 * nu + 1] = e;
+            nu++;
+        }
+    }
+    size_t j = 0, jr = 0;
+    uint64_t done = 0; /* old runs may repeat (records' bitmap clusters): free each cluster once */
     for (size_t i = 0; i < nold; i++) {
-        while (j < nn && nw[j] < old[i])
-            j++;
-        if (j < nn && nw[j] == old[i])
-            continue;
-        if (i > 0 && old[i] == old[i - 1])
-            continue;
-        if (old[i] & 1) {
+        uint64_t s = old[2 * i], e = s + old[2 * i + 1] * img->csize;
+        if (s & 1) {
+            while (jr < nr && recs[jr] < s)
+                jr++;
+            if ((jr < nr && recs[jr] == s) || (i > 0 && old[2 * i - 2] == s))
+                continue;
+            if (!recs)
+                continue; /* out of memory: leave it (a leaked record at worst) */
             /* a record the new state does not use: zero it (best effort; its cluster may be
              * punched next, or stay in use for other records) */
             static const uint8_t z[BM_REC_SIZE];
-            (void)pcow__pwrite(img, z, BM_REC_SIZE, old[i] & ~1ull);
+            (void)pcow__pwrite(img, z, BM_REC_SIZE, s & ~1ull);
             continue;
         }
-        pcow__free_clusters(img, old[i], 1);
+        if (s < done)
+            s = done;
+        while (s < e) {
+            while (j < nu && nw[2 * j + 1] <= s)
+                j++;
+            uint64_t fe = j < nu && nw[2 * j] < e ? nw[2 * j] : e; /* free [s, fe) */
+            if (fe > s)
+                pcow__free_clusters(img, s, (fe - s) / img->csize);
+            s = j < nu && nw[2 * j] < e ? nw[2 * j + 1] : e; /* skip what the new state uses */
+        }
+        if (e > done)
+            done = e;
     }
+    free(recs);
     free(nw);
 }
 

@@ -1588,8 +1588,16 @@ static void test_cost_map_random(void)
         CHECK(covered == vsize);
         free(got.e);
         free(want.e);
-        free(shadow);
         pcow_close(img, NULL, 0);
+        /* snapshot deletes freed exactly what nothing references any more (freeing by runs) */
+        struct pcow_check_result res;
+        CHECK(check_img(iname, 0, 0, &res) == 0);
+        CHECK(res.corruptions == 0 && res.leaks == 0 && res.check_errors == 0);
+        img = op(iname, 0);
+        CHECK(img);
+        CHECK(read_eq(img, 0, shadow, vsize));
+        pcow_close(img, NULL, 0);
+        free(shadow);
     }
 }
 
