@@ -38,6 +38,25 @@ static uint64_t file_size_for_end(const pcow_image *img, uint64_t e, uint32_t f)
     return (rounds << img->h.ubits) + (f < rem ? img->unit : f == rem ? part : 0);
 }
 
+/* Advance *c over clusters whose refmap bit equals `set` (64 at a time where aligned), up to lim. */
+static void refmap_run(const pcow_image *img, uint64_t *c, uint64_t lim, bool set)
+{
+    const uint64_t all = set ? ~0ull : 0;
+    while (*c < lim) {
+        uint64_t w;
+        if (*c % 64 == 0 && *c + 64 <= lim) {
+            memcpy(&w, img->refmap + *c / 8, 8);
+            if (w == all) {
+                *c += 64;
+                continue;
+            }
+        }
+        if (!!(img->refmap[*c / 8] & (1u << (*c % 8))) != set)
+            return;
+        (*c)++;
+    }
+}
+
 int pcow_check(const char *path, unsigned flags, unsigned repair, struct pcow_check_result *res, pcow_check_msg_fn msg,
                void *ctx, char *err, size_t errlen)
 {
@@ -70,13 +89,7 @@ int pcow_check(const char *path, unsigned flags, unsigned repair, struct pcow_ch
         return -ENOMEM;
     }
     /* Leak scan by extents: only clusters that hold data in the files (SEEK_DATA/SEEK_HOLE) can
-     * be leaks; holes are free space. The cost follows the stored data, not the file size.
-     * runs: unreferenced clusters that hold data (zeros or not), which repair punches. */
-    struct run {
-        uint64_t c, n;
-    } *runs = NULL;
-    size_t nruns = 0, capruns = 0;
-    bool oom = false;
+     * be leaks; holes are free space. The cost follows the stored data, not the file size. */
     if (ck.dir_ok && img->refmap_n) {
         last_ref = img->ref_last < img->refmap_n ? img->ref_last : img->refmap_n - 1;
         while (last_ref > 0 && !(img->refmap[last_ref / 8] & (1u << (last_ref % 8))))
@@ -87,20 +100,6 @@ int pcow_check(const char *path, unsigned flags, unsigned repair, struct pcow_ch
                 next = c + 1;
                 if (img->refmap[c / 8] & (1u << (c % 8)))
                     continue;
-                if (nruns && runs[nruns - 1].c + runs[nruns - 1].n == c) {
-                    runs[nruns - 1].n++;
-                } else {
-                    if (nruns == capruns) {
-                        struct run *nr = realloc(runs, (capruns ? capruns * 2 : 64) * sizeof *nr);
-                        if (!nr) {
-                            oom = true;
-                            break;
-                        }
-                        runs = nr;
-                        capruns = capruns ? capruns * 2 : 64;
-                    }
-                    runs[nruns++] = (struct run){c, 1};
-                }
                 if (pcow__pread(img, buf, img->csize, c * img->csize) < 0) {
                     res->check_errors++;
                     say(&ck, "error", "%s", img->err);
@@ -111,12 +110,6 @@ int pcow_check(const char *path, unsigned flags, unsigned repair, struct pcow_ch
                     say(&ck, "leak", "%s: leaked cluster at offset 0x%llx (not referenced, holds data)", path,
                         (unsigned long long)(c * img->csize));
                 }
-            }
-            if (oom) {
-                res->check_errors++;
-                say(&ck, "error", "%s: out of memory listing unreferenced clusters; leak scan stopped at 0x%llx", path,
-                    (unsigned long long)(next * img->csize));
-                break;
             }
             pos = next * img->csize > de ? next * img->csize : de;
         }
@@ -161,14 +154,20 @@ int pcow_check(const char *path, unsigned flags, unsigned repair, struct pcow_ch
         }
     }
     res->image_end_offset = img->end;
-    bool tail = img->end > (last_ref + 1) * img->csize;
-    if ((repair & PCOW_REPAIR_LEAKS) && ck.dir_ok && (nruns || nleak_recs || tail)) {
+    if ((repair & PCOW_REPAIR_LEAKS) && ck.dir_ok && img->refmap_n) {
         if (res->corruptions) {
             say(&ck, "info", "%s: not repairing leaks while the image has corruptions (their clusters may be data)", path);
         } else {
-            for (size_t i = 0; i < nruns && runs[i].c < last_ref; i++) /* the tail is truncated below */
-                pcow__free_clusters(img, runs[i].c * img->csize,
-                                    (runs[i].c + runs[i].n < last_ref ? runs[i].n : last_ref - runs[i].c));
+            /* every unreferenced run before the last referenced cluster is punched in one call
+             * (leaks, zero clusters, and space reserved but never written, which SEEK_DATA may
+             * show as a hole); the tail is truncated below */
+            for (uint64_t c = 1; c < last_ref;) {
+                uint64_t s0 = c;
+                refmap_run(img, &c, last_ref, false);
+                if (c > s0)
+                    pcow__free_clusters(img, s0 * img->csize, c - s0);
+                refmap_run(img, &c, last_ref, true);
+            }
             static const uint8_t z[BM_REC_SIZE];
             for (size_t i = 0; i < nleak_recs; i++)
                 if (pcow__pwrite(img, z, BM_REC_SIZE, leak_recs[i]) < 0) {
@@ -208,7 +207,6 @@ int pcow_check(const char *path, unsigned flags, unsigned repair, struct pcow_ch
             say(&ck, "error", "%s", img->err);
         }
     }
-    free(runs);
     free(leak_recs);
     free(buf);
     pcow__free(img);

@@ -294,27 +294,24 @@ int pcow_release(pcow_image *img, uint64_t addr, uint32_t n)
  * does not count them as leaks. Best effort: failures leave leaks, never corruption. */
 void pcow__free_clusters(pcow_image *img, uint64_t addr, uint64_t n)
 {
-    for (uint64_t i = 0; i < n;) {
-        uint32_t f, f2;
-        uint64_t off, off2, run = 1;
-        pcow__addr(img, addr + i * img->csize, &f, &off);
-        /* one punch per run of clusters that is contiguous in one file (a freed L1 table of
-         * 64 MiB is one call, not one per cluster) */
-        while (i + run < n) {
-            pcow__addr(img, addr + (i + run) * img->csize, &f2, &off2);
-            if (f2 != f || off2 != off + run * img->csize)
-                break;
-            run++;
-        }
-        i += run;
+    /* one punch per piece that is contiguous in one file: the whole range with one file, a
+     * stripe unit's part of it with stripes (a freed L1 table of 64 MiB is one call) */
+    for (uint64_t a = addr, end = addr + n * img->csize; a < end;) {
+        uint64_t len = end - a;
+        if (img->nfiles > 1 && len > img->unit - (a & (img->unit - 1)))
+            len = img->unit - (a & (img->unit - 1));
+        uint32_t f;
+        uint64_t off;
+        pcow__addr(img, a, &f, &off);
+        a += len;
         if (off >= img->fsize[f])
             continue;
-        if (run * img->csize > img->fsize[f] - off)
-            run = (img->fsize[f] - off + img->csize - 1) / img->csize;
-        if (fallocate(img->fd[f], FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)(run * img->csize)) < 0) {
+        if (len > img->fsize[f] - off)
+            len = img->fsize[f] - off;
+        if (fallocate(img->fd[f], FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) < 0) {
             uint8_t *z = calloc(1, img->csize);
-            for (uint64_t k = 0; z && k < run; k++) {
-                if (pwrite(img->fd[f], z, img->csize, (off_t)(off + k * img->csize)) < 0) {
+            for (uint64_t k = 0; z && k < len; k += img->csize) {
+                if (pwrite(img->fd[f], z, len - k < img->csize ? len - k : img->csize, (off_t)(off + k)) < 0) {
                     /* left as a leak; check reports it */
                 }
             }
