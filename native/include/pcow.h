@@ -146,6 +146,7 @@ struct pcow_info {
     int base_format;                /* enum pcow_base_format */
     char base_path[PCOW_BASE_PATH_MAX + 1];     /* as stored */
     char base_resolved[4096];       /* absolute path it resolves to ("" if none) */
+    uint64_t table_bytes_read;      /* L1/L2 table bytes read at open (holes of L1 tables are skipped) */
 };
 /* Fill *out. Cannot fail. */
 void pcow_get_info(const pcow_image *img, struct pcow_info *out);

@@ -38,6 +38,25 @@ static uint64_t file_size_for_end(const pcow_image *img, uint64_t e, uint32_t f)
     return (rounds << img->h.ubits) + (f < rem ? img->unit : f == rem ? part : 0);
 }
 
+/* Advance *c over clusters whose refmap bit equals `set` (64 at a time where aligned), up to lim. */
+static void refmap_run(const pcow_image *img, uint64_t *c, uint64_t lim, bool set)
+{
+    const uint64_t all = set ? ~0ull : 0;
+    while (*c < lim) {
+        uint64_t w;
+        if (*c % 64 == 0 && *c + 64 <= lim) {
+            memcpy(&w, img->refmap + *c / 8, 8);
+            if (w == all) {
+                *c += 64;
+                continue;
+            }
+        }
+        if (!!(img->refmap[*c / 8] & (1u << (*c % 8))) != set)
+            return;
+        (*c)++;
+    }
+}
+
 int pcow_check(const char *path, unsigned flags, unsigned repair, struct pcow_check_result *res, pcow_check_msg_fn msg,
                void *ctx, char *err, size_t errlen)
 {
@@ -62,56 +81,72 @@ int pcow_check(const char *path, unsigned flags, unsigned repair, struct pcow_ch
         res->allocated_clusters = img->layers[img->active].owned;
     if (img->h.flags & HDR_FLAG_DIRTY)
         say(&ck, "info", "%s: image was not closed cleanly (dirty); leaked clusters are possible", path);
-    uint64_t last_ref = 0, unref = 0;
+    uint64_t last_ref = 0;
     uint8_t *buf = malloc(img->csize);
     if (!buf) {
         pcow__free(img);
         pcow__copyerr(err, errlen, "out of memory");
         return -ENOMEM;
     }
-    uint64_t dropped = 0;
-    if (ck.dir_ok) {
-        for (uint64_t c = 0; c < img->refmap_n; c++) {
-            if (img->refmap[c / 8] & (1u << (c % 8))) {
-                last_ref = c;
+    /* Leak scan by extents: only clusters that hold data in the files (SEEK_DATA/SEEK_HOLE) can
+     * be leaks; holes are free space. The cost follows the stored data, not the file size.
+     * Clusters named only by structures reported as corrupt (dropped) are not separate leaks;
+     * a file that ends inside an unreferenced cluster is a leak (an unaligned tail). */
+    uint64_t dropped = 0, tails[PCOW_MAX_STRIPES];
+    uint32_t ntails = 0;
+    if (ck.dir_ok && img->refmap_n) {
+        last_ref = img->ref_last < img->refmap_n ? img->ref_last : img->refmap_n - 1;
+        while (last_ref > 0 && !(img->refmap[last_ref / 8] & (1u << (last_ref % 8))))
+            last_ref--; /* a reference dropped after it was counted */
+        for (uint64_t w = 0; img->dropmap && w < (img->refmap_n + 7) / 8; w++) {
+            if (!img->dropmap[w])
                 continue;
-            }
-            if (img->dropmap[c / 8] & (1u << (c % 8))) {
-                /* named by an entry or table reported as corrupt: not a separate leak */
-                dropped++;
-                last_ref = c;
-                continue;
-            }
-            unref++;
-            /* the file may end inside this cluster (a truncated image, a crash-left tail) */
-            uint32_t f;
-            uint64_t off;
-            pcow__addr(img, c * img->csize, &f, &off);
-            uint64_t have = off >= img->fsize[f] ? 0 : img->fsize[f] - off;
-            if (have == 0)
-                continue;
-            if (have < img->csize) {
-                res->leaks++;
-                say(&ck, "leak", "%s: leaked cluster at offset 0x%llx (%s ends 0x%llx bytes into it: an unaligned tail)",
-                    path, (unsigned long long)(c * img->csize), img->fpath[f], (unsigned long long)have);
-                continue;
-            }
-            if (img->nfiles == 1) {
-                /* holes (punched or never written) are free space, not leaks */
-                off_t d = lseek(img->fd[0], (off_t)(c * img->csize), SEEK_DATA);
-                if ((d < 0 && errno == ENXIO) || (d >= 0 && (uint64_t)d >= (c + 1) * img->csize))
+            for (uint64_t c = w * 8; c < w * 8 + 8 && c < img->refmap_n; c++) {
+                if (!(img->dropmap[c / 8] & (1u << (c % 8))) || (img->refmap[c / 8] & (1u << (c % 8))))
                     continue;
+                dropped++;
+                if (c > last_ref)
+                    last_ref = c; /* kept: it may be data once the corruption is understood */
             }
-            if (pcow__pread_for(img, buf, img->csize, c * img->csize, "an unreferenced cluster") < 0) {
-                res->check_errors++;
-                say(&ck, "error", "%s", img->err);
+        }
+        for (uint32_t f = 0; f < img->nfiles; f++) {
+            uint64_t have = img->fsize[f] % img->csize;
+            if (!have)
                 continue;
+            uint64_t c = pcow__logical(img, f, img->fsize[f] - have) / img->csize;
+            if (c >= img->refmap_n || (img->refmap[c / 8] & (1u << (c % 8))) ||
+                (img->dropmap && (img->dropmap[c / 8] & (1u << (c % 8)))))
+                continue; /* a reference into it is reported where it is read */
+            tails[ntails++] = c;
+            res->leaks++;
+            say(&ck, "leak", "%s: leaked cluster at offset 0x%llx (%s ends 0x%llx bytes into it: an unaligned tail)",
+                path, (unsigned long long)(c * img->csize), img->fpath[f], (unsigned long long)have);
+        }
+        uint64_t end = img->refmap_n * img->csize, pos = 0, next = 0, ds, de;
+        while (pos < end && pcow__data_range(img, pos, end, &ds, &de)) {
+            for (uint64_t c = ds / img->csize > next ? ds / img->csize : next; c * img->csize < de; c++) {
+                next = c + 1;
+                if (img->refmap[c / 8] & (1u << (c % 8)))
+                    continue;
+                if (img->dropmap && (img->dropmap[c / 8] & (1u << (c % 8))))
+                    continue;
+                bool tail = false;
+                for (uint32_t t = 0; t < ntails; t++)
+                    tail |= tails[t] == c;
+                if (tail)
+                    continue;
+                if (pcow__pread_for(img, buf, img->csize, c * img->csize, "an unreferenced cluster") < 0) {
+                    res->check_errors++;
+                    say(&ck, "error", "%s", img->err);
+                    continue;
+                }
+                if (!is_zero(buf, img->csize)) {
+                    res->leaks++;
+                    say(&ck, "leak", "%s: leaked cluster at offset 0x%llx (not referenced, holds data)", path,
+                        (unsigned long long)(c * img->csize));
+                }
             }
-            if (!is_zero(buf, img->csize)) {
-                res->leaks++;
-                say(&ck, "leak", "%s: leaked cluster at offset 0x%llx (not referenced, holds data)", path,
-                    (unsigned long long)(c * img->csize));
-            }
+            pos = next * img->csize > de ? next * img->csize : de;
         }
     }
     /* Bitmap clusters: records no entry references are free slots; one that holds bits is a
@@ -161,16 +196,23 @@ int pcow_check(const char *path, unsigned flags, unsigned repair, struct pcow_ch
      * stop the leak repair of the same run: one run converges */
     uint64_t hdr_bad = (uint64_t)img->slot_damaged[0] + img->slot_damaged[1] + img->hdr_tail_bad;
     uint64_t hdr_fixable = (repair & PCOW_REPAIR_ALL) == PCOW_REPAIR_ALL ? hdr_bad : 0;
-    bool unaligned = false;
-    for (uint32_t f = 0; f < img->nfiles; f++)
-        unaligned |= img->fsize[f] % img->csize != 0;
-    if ((repair & PCOW_REPAIR_LEAKS) && ck.dir_ok && (unref || nleak_recs || unaligned)) {
+    if ((repair & PCOW_REPAIR_LEAKS) && ck.dir_ok && img->refmap_n) {
         if (res->corruptions > hdr_fixable) {
             say(&ck, "info", "%s: not repairing leaks while the image has corruptions (their clusters may be data)", path);
         } else {
-            for (uint64_t c = 1; c < last_ref; c++)
-                if (!(img->refmap[c / 8] & (1u << (c % 8))) && !(img->dropmap[c / 8] & (1u << (c % 8))))
-                    pcow__free_clusters(img, c * img->csize, 1);
+            /* every unreferenced run before the last referenced cluster is punched in one call
+             * (leaks, zero clusters, and space reserved but never written, which SEEK_DATA may
+             * show as a hole); the tail is truncated below. Clusters named by dropped
+             * structures count as referenced: never freed. */
+            for (uint64_t w = 0; img->dropmap && w < (img->refmap_n + 7) / 8; w++)
+                img->refmap[w] |= img->dropmap[w];
+            for (uint64_t c = 1; c < last_ref;) {
+                uint64_t s0 = c;
+                refmap_run(img, &c, last_ref, false);
+                if (c > s0)
+                    pcow__free_clusters(img, s0 * img->csize, c - s0);
+                refmap_run(img, &c, last_ref, true);
+            }
             static const uint8_t z[BM_REC_SIZE];
             for (size_t i = 0; i < nleak_recs; i++)
                 if (pcow__pwrite(img, z, BM_REC_SIZE, leak_recs[i]) < 0) {
@@ -271,6 +313,30 @@ static int emit(struct mapst *m, uint64_t start, uint64_t len, int depth, bool d
 
 static int map_range(pcow_image *img, uint64_t off, uint64_t len, int depth0, uint64_t out, struct mapst *m);
 
+/* A raw base by its own extents: holes (SEEK_HOLE) read as zeros and are mapped as such, so the
+ * cost follows the base's data, not its size. Without SEEK_DATA everything is data. */
+static int map_raw(pcow_image *img, uint64_t off, uint64_t n, int depth, uint64_t out, struct mapst *m)
+{
+    uint64_t pos = off, end = off + n;
+    int r = 0;
+    while (r == 0 && pos < end) {
+        off_t d = lseek(img->base_fd, (off_t)pos, SEEK_DATA);
+        uint64_t ds = d < 0 ? (errno == ENXIO ? end : pos) : (uint64_t)d, de = end;
+        if (ds > end)
+            ds = end;
+        if (ds > pos)
+            r = emit(m, out + (pos - off), ds - pos, depth, false, 0, NULL);
+        if (r || ds >= end)
+            break;
+        off_t h = d < 0 ? -1 : lseek(img->base_fd, (off_t)ds, SEEK_HOLE);
+        if (h >= 0 && (uint64_t)h < end && (uint64_t)h > ds)
+            de = (uint64_t)h;
+        r = emit(m, out + (ds - off), de - ds, depth, true, ds, img->base_resolved);
+        pos = de;
+    }
+    return r;
+}
+
 static int map_base(pcow_image *img, uint64_t off, uint64_t len, int depth, uint64_t out, struct mapst *m)
 {
     if (!img->h.base_fmt)
@@ -282,7 +348,7 @@ static int map_base(pcow_image *img, uint64_t off, uint64_t len, int depth, uint
     if (n && img->base)
         r = map_range(img->base, off, n, depth, out, m);
     else if (n)
-        r = emit(m, out, n, depth, true, off, img->base_resolved);
+        r = map_raw(img, off, n, depth, out, m);
     if (r == 0 && n < len)
         r = emit(m, out + n, len - n, depth, false, 0, NULL);
     return r;
@@ -323,9 +389,38 @@ static int map_layer(pcow_image *img, int li, int d, int depth0, uint64_t vc, ui
     return map_base(img, vc * img->csize + o, len, depth0 + d, out, m);
 }
 
+/* By L1 entries: a range that no layer of the chain has an L2 table for reads through to the
+ * base as a whole (one step per L1 entry and layer, not per cluster); clusters are visited only
+ * inside L2 tables that exist. */
 static int map_range(pcow_image *img, uint64_t off, uint64_t len, int depth0, uint64_t out, struct mapst *m)
 {
+    const uint64_t tspan = img->l2n * img->csize; /* virtual bytes per L1 entry */
     while (len) {
+        uint64_t t = off / tspan, tn = (t + 1) * tspan - off;
+        int d = 0;
+        bool tables = false, chunks = false, pages = false;
+        for (int li = (int)img->active; li >= 0 && !tables; li = img->layers[li].parent, d++) {
+            const struct layer *L = &img->layers[li];
+            pages |= __atomic_load_n(&L->l1p[t >> L1P_SHIFT], __ATOMIC_ACQUIRE) != NULL;
+            chunks |= l1_chunk(L, t) != NULL;
+            tables = l2_tab(L, t) != NULL;
+        }
+        /* no layer has a table in this whole page / chunk of L1 entries: skip it whole */
+        if (!pages)
+            tn = (((t >> L1P_SHIFT) + 1) << L1P_SHIFT) * tspan - off;
+        else if (!chunks)
+            tn = (((t >> L1C_BITS) + 1) << L1C_BITS) * tspan - off;
+        if (!tables) {
+            if (tn > len)
+                tn = len;
+            int r = map_base(img, off, tn, depth0 + d, out, m);
+            if (r)
+                return r;
+            off += tn;
+            out += tn;
+            len -= tn;
+            continue;
+        }
         uint64_t vc = off / img->csize, o = off % img->csize, n = img->csize - o;
         if (n > len)
             n = len;

@@ -45,6 +45,7 @@ void pcow_get_info(const pcow_image *img, struct pcow_info *o)
     o->base_format = (int)img->h.base_fmt;
     memcpy(o->base_path, img->h.base, img->h.base_len + 1);
     snprintf(o->base_resolved, sizeof o->base_resolved, "%s", img->base_resolved);
+    o->table_bytes_read = img->table_bytes_read;
 }
 
 uint32_t pcow_layer_count(const pcow_image *img) { return img->nlayers; }
@@ -321,8 +322,11 @@ static int apply_entries(pcow_image *img, uint32_t li, struct pend *pd, size_t n
     /* 2. new L2 tables, built whole in fresh clusters */
     for (size_t i = 0; i < n && r == 0; i++) {
         uint64_t t = pd[i].vc / img->l2n, k = pd[i].vc % img->l2n;
-        if (L->l2[t])
+        if (l2_tab(L, t))
             continue;
+        /* its L1 chunk now, so that publishing the table below cannot fail */
+        if ((r = pcow__l1_chunk(img, L, t)) < 0)
+            break;
         size_t j = nnt;
         while (j > 0 && nt[j - 1].t != t)
             j--;
@@ -364,14 +368,14 @@ static int apply_entries(pcow_image *img, uint32_t li, struct pend *pd, size_t n
     bool any_old = false;
     for (size_t i = 0; i < n && r == 0; i++) {
         uint64_t t = pd[i].vc / img->l2n, k = pd[i].vc % img->l2n;
-        if (!L->l2[t] || (pd[i].rec_inplace && ent_w0(img, L, pd[i].vc) == pd[i].w0))
+        if (!l2_tab(L, t) || (pd[i].rec_inplace && ent_w0(img, L, pd[i].vc) == pd[i].w0))
             continue;
         uint8_t e[16];
         p64(e, pd[i].w0);
         p64(e + 8, pd[i].w1);
         inplace = true;
         any_old = true;
-        r = pcow__pwrite(img, e, 16, L->l1[t] + k * 16);
+        r = pcow__pwrite(img, e, 16, l1_addr(L, t) + k * 16);
     }
     if (r == 0 && any_old)
         r = pcow__persist_all(img);
@@ -404,7 +408,8 @@ static int apply_entries(pcow_image *img, uint32_t li, struct pend *pd, size_t n
             in_new = nt[j].t == t;
         if (in_new)
             continue;
-        if (!L->l2[t][2 * k] && pd[i].w0)
+        uint64_t *tab = l2_tab(L, t);
+        if (!tab[2 * k] && pd[i].w0)
             L->owned++;
         if (pd[i].rec_inplace) {
             for (int w = 0; w < BM_WORDS; w++)
@@ -412,9 +417,9 @@ static int apply_entries(pcow_image *img, uint32_t li, struct pend *pd, size_t n
             continue;
         }
         uint64_t m1 = img->ext ? (uint64_t)(uintptr_t)pd[i].rec : pd[i].w1;
-        uint64_t ow0 = L->l2[t][2 * k], ow1 = L->l2[t][2 * k + 1];
-        __atomic_store_n(&L->l2[t][2 * k + 1], m1, __ATOMIC_RELEASE);
-        __atomic_store_n(&L->l2[t][2 * k], pd[i].w0, __ATOMIC_RELEASE);
+        uint64_t ow0 = tab[2 * k], ow1 = tab[2 * k + 1];
+        __atomic_store_n(&tab[2 * k + 1], m1, __ATOMIC_RELEASE);
+        __atomic_store_n(&tab[2 * k], pd[i].w0, __ATOMIC_RELEASE);
         /* an empty-bitmap entry (word 1 was 0) that got its first record; nothing else is
          * replaced in the data path */
         if (img->ext && ow1 && ow1 != m1)
@@ -423,8 +428,7 @@ static int apply_entries(pcow_image *img, uint32_t li, struct pend *pd, size_t n
     for (size_t j = 0; j < nnt; j++) {
         for (uint64_t k = 0; k < img->l2n; k++)
             L->owned += nt[j].tab[2 * k] != 0;
-        L->l1[nt[j].t] = nt[j].addr;
-        __atomic_store_n(&L->l2[nt[j].t], nt[j].tab, __ATOMIC_RELEASE);
+        l1_set(L, nt[j].t, nt[j].addr, nt[j].tab);
         nt[j].tab = NULL;
     }
 out:

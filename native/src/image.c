@@ -204,20 +204,48 @@ int pcow_in_use(const pcow_image *img, int *pid)
     return r;
 }
 
+int pcow__l1_alloc(pcow_image *img, struct layer *L)
+{
+    L->l1p = calloc((img->l1n >> L1P_SHIFT) + 1, sizeof *L->l1p);
+    return L->l1p ? 0 : pcow__err(img, ENOMEM, "out of memory");
+}
+
+int pcow__l1_chunk(pcow_image *img, struct layer *L, uint64_t t)
+{
+    struct l1page *p = L->l1p[t >> L1P_SHIFT];
+    if (!p) {
+        p = calloc(1, sizeof *p);
+        if (!p)
+            return pcow__err(img, ENOMEM, "out of memory");
+        __atomic_store_n(&L->l1p[t >> L1P_SHIFT], p, __ATOMIC_RELEASE);
+    }
+    if (p->c[(t >> L1C_BITS) & (L1D_N - 1)])
+        return 0;
+    struct l1chunk *c = calloc(1, sizeof *c);
+    if (!c)
+        return pcow__err(img, ENOMEM, "out of memory");
+    __atomic_store_n(&p->c[(t >> L1C_BITS) & (L1D_N - 1)], c, __ATOMIC_RELEASE);
+    return 0;
+}
+
 void pcow__free_layer(pcow_image *img, struct layer *L)
 {
-    if (L->l2) {
-        for (uint64_t i = 0; i < img->l1n; i++) {
-            if (img->ext && L->l2[i])
-                for (uint64_t k = 0; k < img->l2n; k++)
-                    pcow__bm_free_rec(img, L->l2[i][2 * k], L->l2[i][2 * k + 1]);
-            free(L->l2[i]);
+    for (uint64_t pi = 0; L->l1p && pi <= img->l1n >> L1P_SHIFT; pi++) {
+        struct l1page *p = L->l1p[pi];
+        for (uint32_t ci = 0; p && ci < L1D_N; ci++) {
+            struct l1chunk *c = p->c[ci];
+            for (uint32_t j = 0; c && j < L1C_N; j++) {
+                if (img->ext && c->l2[j])
+                    for (uint64_t k = 0; k < img->l2n; k++)
+                        pcow__bm_free_rec(img, c->l2[j][2 * k], c->l2[j][2 * k + 1]);
+                free(c->l2[j]);
+            }
+            free(c);
         }
+        free(p);
     }
-    free(L->l2);
-    free(L->l1);
-    L->l2 = NULL;
-    L->l1 = NULL;
+    free(L->l1p);
+    L->l1p = NULL;
 }
 
 void pcow__free(pcow_image *img)
@@ -317,6 +345,8 @@ static int ref(pcow_image *img, uint64_t addr, uint64_t len, const char *what)
     }
     for (uint64_t c = c0; c < c0 + n; c++)
         img->refmap[c / 8] |= (uint8_t)(1u << (c % 8));
+    if (n && c0 + n - 1 > img->ref_last)
+        img->ref_last = c0 + n - 1;
     return 0;
 }
 
@@ -595,98 +625,117 @@ static void drop_l1(pcow_image *img, const struct layer *L)
     free(b);
 }
 
+/* Load and validate L2 table i of layer L at address a (an L1 entry). */
+static int read_l2(pcow_image *img, struct layer *L, uint64_t i, uint64_t a)
+{
+    char what[96];
+    snprintf(what, sizeof what, "L2 table %llu of layer %u (L1 entry)", (unsigned long long)i, L->id);
+    int r = ref(img, a, img->csize, what);
+    if (r > 0)
+        drop_table(img, a); /* check: it and its data clusters are not leaks */
+    if (r)
+        return r > 0 ? 0 : r;
+    uint64_t *t = malloc(img->csize);
+    if (!t)
+        return pcow__err(img, ENOMEM, "out of memory");
+    uint8_t *lb = (uint8_t *)t;
+    r = pcow__pread_for(img, lb, img->csize, a, "an L2 table");
+    if (r < 0) {
+        free(t);
+        return r;
+    }
+    img->table_bytes_read += img->csize;
+    uint64_t k;
+    for (k = 0; k < img->l2n; k++) {
+        uint64_t w0 = g64(lb + k * 16), w1 = g64(lb + k * 16 + 8);
+        uint64_t vc = i * img->l2n + k;
+        t[2 * k] = 0;
+        t[2 * k + 1] = 0;
+        if (!w0)
+            continue; /* word 1 of an unallocated entry is ignored */
+        int bad = 0;
+        if (vc >= img->nclusters)
+            bad = pcow__corrupt(img, "layer %u: entry for cluster %llu lies beyond the virtual size (L2 at 0x%llx)",
+                                L->id, (unsigned long long)vc, (unsigned long long)a);
+        else if ((w0 & (img->csize - 1)) & ~ENTRY_PARTIAL)
+            bad = pcow__corrupt(img, "layer %u: entry for cluster %llu has reserved bits set (0x%llx)",
+                                L->id, (unsigned long long)vc, (unsigned long long)w0);
+        else if ((w0 & ENTRY_PARTIAL) && !img->ext && (w1 & ~pcow__full_bitmap64(img)))
+            bad = pcow__corrupt(img, "layer %u: entry for cluster %llu has sub-unit bits beyond %u",
+                                L->id, (unsigned long long)vc, img->nsub);
+        else {
+            snprintf(what, sizeof what, "data cluster of layer %u, virtual cluster %llu", L->id, (unsigned long long)vc);
+            bad = ref(img, w0 & ~(img->csize - 1), img->csize, what);
+        }
+        struct bmrec *rec = NULL;
+        if (!bad && img->ext && (w0 & ENTRY_PARTIAL) && w1) {
+            bad = load_rec(img, L, vc, w1, &rec);
+            if (bad)
+                img->refmap[(w0 / img->csize) / 8] &= (uint8_t)~(1u << ((w0 / img->csize) % 8)); /* entry dropped */
+        }
+        if (bad < 0) {
+            r = bad;
+            break;
+        }
+        if (bad) {
+            drop_mark(img, w0 & ~(img->csize - 1));
+            continue;
+        }
+        t[2 * k] = w0;
+        t[2 * k + 1] = (w0 & ENTRY_PARTIAL) ? (img->ext ? (uint64_t)(uintptr_t)rec : w1) : 0;
+        L->owned++;
+    }
+    if (r == 0)
+        r = pcow__l1_chunk(img, L, i);
+    if (r < 0) {
+        for (uint64_t j = 0; j < k && j < img->l2n; j++) /* entries loaded before the error */
+            pcow__bm_free_rec(img, t[2 * j], t[2 * j + 1]);
+        free(t);
+        return r;
+    }
+    l1_set(L, i, a, t);
+    return 0;
+}
+
 /* Load and validate one layer's L1 and L2 tables. Invalid entries: error (open) or reported and
- * dropped (check). */
+ * dropped (check). Only the parts of the L1 table that hold data in the file are read (holes
+ * read as zeros): the cost follows the tables that exist, not the declared L1 size. The
+ * in-memory L1/L2 arrays are calloc'ed (untouched pages cost address space only). */
 static int read_tables(pcow_image *img, struct layer *L)
 {
     char what[96];
     snprintf(what, sizeof what, "L1 table of layer %u", L->id);
     int r = ref(img, L->l1_off, img->l1_span, what);
     /* tables are allocated only once the L1 is known to lie inside the file */
-    L->l1 = calloc(img->l1n ? img->l1n : 1, 8);
-    L->l2 = calloc(img->l1n ? img->l1n : 1, sizeof(uint64_t *));
-    if (!L->l1 || !L->l2)
-        return pcow__err(img, ENOMEM, "out of memory");
+    if (pcow__l1_alloc(img, L) < 0)
+        return -ENOMEM;
     if (r > 0)
         drop_l1(img, L);
     if (r)
         return r < 0 ? r : 0;
-    uint8_t *b = malloc(img->l1n * 8 > img->csize ? img->l1n * 8 : img->csize);
+    const uint64_t bytes = img->l1n * 8, chunk = bytes < (64u << 10) ? bytes : (64u << 10);
+    uint8_t *b = malloc(chunk ? chunk : 1);
     if (!b)
         return pcow__err(img, ENOMEM, "out of memory");
-    r = pcow__pread_for(img, b, img->l1n * 8, L->l1_off, "an L1 table");
-    for (uint64_t i = 0; r >= 0 && i < img->l1n; i++) {
-        uint64_t a = g64(b + i * 8);
-        if (!a)
-            continue;
-        snprintf(what, sizeof what, "L2 table %llu of layer %u (L1 entry)", (unsigned long long)i, L->id);
-        r = ref(img, a, img->csize, what);
-        if (r) {
-            if (r > 0) {
-                r = 0;
-                drop_table(img, a);
-            }
-            continue;
-        }
-        uint64_t *t = malloc(img->csize);
-        if (!t) {
-            r = pcow__err(img, ENOMEM, "out of memory");
-            break;
-        }
-        uint8_t *lb = (uint8_t *)t;
-        r = pcow__pread_for(img, lb, img->csize, a, "an L2 table");
-        if (r < 0) {
-            free(t);
-            break;
-        }
-        uint64_t k;
-        for (k = 0; k < img->l2n; k++) {
-            uint64_t w0 = g64(lb + k * 16), w1 = g64(lb + k * 16 + 8);
-            uint64_t vc = i * img->l2n + k;
-            t[2 * k] = 0;
-            t[2 * k + 1] = 0;
-            if (!w0)
-                continue; /* word 1 of an unallocated entry is ignored */
-            int bad = 0;
-            if (vc >= img->nclusters)
-                bad = pcow__corrupt(img, "layer %u: entry for cluster %llu lies beyond the virtual size (L2 at 0x%llx)",
-                                    L->id, (unsigned long long)vc, (unsigned long long)a);
-            else if ((w0 & (img->csize - 1)) & ~ENTRY_PARTIAL)
-                bad = pcow__corrupt(img, "layer %u: entry for cluster %llu has reserved bits set (0x%llx)",
-                                    L->id, (unsigned long long)vc, (unsigned long long)w0);
-            else if ((w0 & ENTRY_PARTIAL) && !img->ext && (w1 & ~pcow__full_bitmap64(img)))
-                bad = pcow__corrupt(img, "layer %u: entry for cluster %llu has sub-unit bits beyond %u",
-                                    L->id, (unsigned long long)vc, img->nsub);
-            else {
-                snprintf(what, sizeof what, "data cluster of layer %u, virtual cluster %llu", L->id, (unsigned long long)vc);
-                bad = ref(img, w0 & ~(img->csize - 1), img->csize, what);
-            }
-            struct bmrec *rec = NULL;
-            if (!bad && img->ext && (w0 & ENTRY_PARTIAL) && w1) {
-                bad = load_rec(img, L, vc, w1, &rec);
-                if (bad)
-                    img->refmap[(w0 / img->csize) / 8] &= (uint8_t)~(1u << ((w0 / img->csize) % 8)); /* entry dropped */
-            }
-            if (bad < 0) {
-                r = bad;
+    uint64_t pos = L->l1_off, end = L->l1_off + bytes, ds, de;
+    while (r >= 0 && pos < end && pcow__data_range(img, pos, end, &ds, &de)) {
+        ds &= ~7ull; /* whole entries (data runs are block-aligned anyway) */
+        de = (de + 7) & ~7ull;
+        if (de > end)
+            de = end;
+        for (uint64_t q = ds; r >= 0 && q < de; q += chunk) {
+            uint64_t n = de - q < chunk ? de - q : chunk;
+            r = pcow__pread_for(img, b, n, q, "an L1 table");
+            if (r < 0)
                 break;
+            img->table_bytes_read += n;
+            for (uint64_t o = 0; o < n && r >= 0; o += 8) {
+                uint64_t a = g64(b + o);
+                if (a)
+                    r = read_l2(img, L, (q - L->l1_off + o) / 8, a);
             }
-            if (bad) {
-                drop_mark(img, w0 & ~(img->csize - 1));
-                continue;
-            }
-            t[2 * k] = w0;
-            t[2 * k + 1] = (w0 & ENTRY_PARTIAL) ? (img->ext ? (uint64_t)(uintptr_t)rec : w1) : 0;
-            L->owned++;
         }
-        if (r < 0) {
-            for (uint64_t j = 0; j < k && j < img->l2n; j++) /* entries loaded before the error */
-                pcow__bm_free_rec(img, t[2 * j], t[2 * j + 1]);
-            free(t);
-            break;
-        }
-        L->l1[i] = a;
-        L->l2[i] = t;
+        pos = de;
     }
     free(b);
     return r < 0 ? r : 0;
@@ -1158,10 +1207,8 @@ int pcow__write_dir(pcow_image *img, struct layer *layers, uint32_t n, uint32_t 
 /* A fresh, empty L1 table for L (zeros from fallocate). */
 int pcow__new_l1(pcow_image *img, struct layer *L)
 {
-    L->l1 = calloc(img->l1n ? img->l1n : 1, 8);
-    L->l2 = calloc(img->l1n ? img->l1n : 1, sizeof(uint64_t *));
-    if (!L->l1 || !L->l2)
-        return pcow__err(img, ENOMEM, "out of memory");
+    if (pcow__l1_alloc(img, L) < 0)
+        return -ENOMEM;
     return pcow__reserve(img, img->l1_span / img->csize, &L->l1_off);
 }
 
@@ -1169,16 +1216,13 @@ int pcow__new_l1(pcow_image *img, struct layer *L)
  * and point L at them in memory; the caller makes the switch durable with pcow__write_dir. */
 int pcow__write_tables(pcow_image *img, struct layer *L)
 {
-    uint8_t *b = calloc(1, img->l1_span > img->csize ? img->l1_span : img->csize);
+    uint8_t *b = calloc(1, img->csize); /* one L2 table, or one chunk of L1 (L1C_N * 8 <= C) */
     if (!b)
         return pcow__err(img, ENOMEM, "out of memory");
     int r = 0;
     L->owned = 0;
-    for (uint64_t i = 0; i < img->l1n && r == 0; i++) {
-        uint64_t *t = L->l2[i];
-        L->l1[i] = 0;
-        if (!t)
-            continue;
+    for (uint64_t i = l1_next(img, L, 0); i < img->l1n && r == 0; i = l1_next(img, L, i + 1)) {
+        uint64_t *t = l2_tab(L, i);
         bool any = false;
         for (uint64_t k = 0; k < img->l2n && r == 0; k++) {
             uint64_t w1 = t[2 * k] ? t[2 * k + 1] : 0;
@@ -1200,23 +1244,34 @@ int pcow__write_tables(pcow_image *img, struct layer *L)
         if (r < 0)
             break;
         if (!any) {
+            l1_set(L, i, 0, NULL);
             free(t);
-            L->l2[i] = NULL;
             continue;
         }
-        uint64_t a;
+        uint64_t a = 0;
         r = pcow__reserve(img, 1, &a);
         if (r == 0)
             r = pcow__pwrite(img, b, img->csize, a);
-        L->l1[i] = a;
+        l1_set(L, i, a, t);
     }
-    if (r == 0) {
-        memset(b, 0, img->l1_span);
-        for (uint64_t i = 0; i < img->l1n; i++)
-            p64(b + i * 8, L->l1[i]);
+    /* The new L1: its reserved clusters read as zeros, so only the chunks that hold entries
+     * are written (the cost follows the tables, not the declared L1 size). */
+    if (r == 0)
         r = pcow__reserve(img, img->l1_span / img->csize, &L->l1_off);
-        if (r == 0)
-            r = pcow__pwrite(img, b, img->l1_span, L->l1_off);
+    for (uint64_t ci = 0; r == 0 && ci * L1C_N < img->l1n; ci++) {
+        if (!L->l1p[ci >> L1D_BITS]) {
+            ci |= L1D_N - 1; /* a whole page without tables */
+            continue;
+        }
+        const struct l1chunk *c = l1_chunk(L, ci * L1C_N);
+        uint64_t n = img->l1n - ci * L1C_N < L1C_N ? img->l1n - ci * L1C_N : L1C_N;
+        bool any = false;
+        for (uint64_t j = 0; c && j < n; j++) {
+            p64(b + j * 8, c->l1[j]);
+            any |= c->l1[j] != 0;
+        }
+        if (any)
+            r = pcow__pwrite(img, b, n * 8, L->l1_off + ci * L1C_N * 8);
     }
     free(b);
     if (r == 0)
@@ -1237,24 +1292,26 @@ void pcow__relink(pcow_image *img)
     }
 }
 
-static int cmp_u64(const void *a, const void *b)
+static int cmp_ref(const void *a, const void *b)
 {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
+    const uint64_t *x = a, *y = b;
+    return x[0] != y[0] ? (x[0] < y[0] ? -1 : 1) : (x[1] < y[1] ? -1 : x[1] > y[1]);
 }
 
-/* Every cluster the current state references (directory, L1, L2, data, bitmap clusters) and,
- * tagged with bit 0, every bitmap record; sorted. */
+/* Every run of clusters the current state references (directory, L1 tables as one run each,
+ * L2, data, bitmap clusters) and, tagged with bit 0, every bitmap record: *n pairs
+ * (address, clusters) in 2 * *n words, sorted. Runs keep the cost proportional to the tables
+ * and data that exist, not to the declared L1 sizes. */
 int pcow__collect_refs(pcow_image *img, uint64_t **out, size_t *n)
 {
     size_t cap = 64, cnt = 0;
-    uint64_t *a = malloc(cap * 8);
+    uint64_t *a = malloc(cap * 16);
     if (!a)
         return pcow__err(img, ENOMEM, "out of memory");
-#define PUSH(x)                                                    \
+#define PUSH(x, c)                                                 \
     do {                                                           \
         if (cnt == cap) {                                          \
-            uint64_t *na = realloc(a, cap * 2 * 8);                \
+            uint64_t *na = realloc(a, cap * 2 * 16);               \
             if (!na) {                                             \
                 free(a);                                           \
                 return pcow__err(img, ENOMEM, "out of memory");    \
@@ -1262,64 +1319,97 @@ int pcow__collect_refs(pcow_image *img, uint64_t **out, size_t *n)
             a = na;                                                \
             cap *= 2;                                              \
         }                                                          \
-        a[cnt++] = (x);                                            \
+        a[2 * cnt] = (x);                                          \
+        a[2 * cnt++ + 1] = (c);                                    \
     } while (0)
     uint64_t dsp = span(img, (uint64_t)img->h.dir_count * DIR_REC_SIZE);
-    for (uint64_t o = 0; o < dsp; o += img->csize)
-        PUSH(img->h.dir_off + o);
+    PUSH(img->h.dir_off, dsp / img->csize);
     for (uint32_t i = 0; i < img->nlayers; i++) {
         struct layer *L = &img->layers[i];
-        for (uint64_t o = 0; o < img->l1_span; o += img->csize)
-            PUSH(L->l1_off + o);
-        for (uint64_t j = 0; j < img->l1n; j++) {
-            if (!L->l2[j])
-                continue;
-            if (L->l1[j])
-                PUSH(L->l1[j]);
+        PUSH(L->l1_off, img->l1_span / img->csize);
+        for (uint64_t j = l1_next(img, L, 0); j < img->l1n; j = l1_next(img, L, j + 1)) {
+            const uint64_t *t = l2_tab(L, j);
+            if (l1_addr(L, j))
+                PUSH(l1_addr(L, j), 1);
             for (uint64_t k = 0; k < img->l2n; k++) {
-                uint64_t w0 = L->l2[j][2 * k];
+                uint64_t w0 = t[2 * k];
                 if (!w0)
                     continue;
-                PUSH(w0 & ~(img->csize - 1));
-                const struct bmrec *rec = (const struct bmrec *)(uintptr_t)L->l2[j][2 * k + 1];
+                PUSH(w0 & ~(img->csize - 1), 1);
+                const struct bmrec *rec = (const struct bmrec *)(uintptr_t)t[2 * k + 1];
                 if (img->ext && (w0 & ENTRY_PARTIAL) && rec) {
-                    PUSH(rec->addr & ~(img->csize - 1)); /* its bitmap cluster */
-                    PUSH(rec->addr | 1);                 /* the record itself (tagged) */
+                    PUSH(rec->addr & ~(img->csize - 1), 1); /* its bitmap cluster */
+                    PUSH(rec->addr | 1, 1);                 /* the record itself (tagged) */
                 }
             }
         }
     }
 #undef PUSH
-    qsort(a, cnt, 8, cmp_u64);
+    qsort(a, cnt, 16, cmp_ref);
     *out = a;
     *n = cnt;
     return 0;
 }
 
-/* After a durable switch: free every cluster of `old` that the new state does not reference. */
+/* After a durable switch: free every cluster of `old` (pcow__collect_refs) that the new state
+ * does not reference, and zero every record of `old` it does not use. */
 void pcow__free_unreferenced(pcow_image *img, uint64_t *old, size_t nold)
 {
     uint64_t *nw;
     size_t nn;
     if (pcow__collect_refs(img, &nw, &nn) < 0)
         return; /* leaks only */
-    size_t j = 0;
+    /* the new state's records (tagged), sorted; then its cluster runs as a sorted union of
+     * disjoint [start, end) ranges, in place */
+    uint64_t *recs = malloc(8 * (nn ? nn : 1));
+    size_t nr = 0, nu = 0;
+    for (size_t i = 0; i < nn; i++) {
+        uint64_t s = nw[2 * i], e = s + nw[2 * i + 1] * img->csize;
+        if (s & 1) {
+            if (recs)
+                recs[nr++] = s;
+            continue;
+        }
+        if (nu && s <= nw[2 * nu - 1]) {
+            if (e > nw[2 * nu - 1])
+                nw[2 * nu - 1] = e;
+        } else {
+            nw[2 * nu] = s;
+            nw[2 * nu + 1] = e;
+            nu++;
+        }
+    }
+    size_t j = 0, jr = 0;
+    uint64_t done = 0; /* old runs may repeat (records' bitmap clusters): free each cluster once */
     for (size_t i = 0; i < nold; i++) {
-        while (j < nn && nw[j] < old[i])
-            j++;
-        if (j < nn && nw[j] == old[i])
-            continue;
-        if (i > 0 && old[i] == old[i - 1])
-            continue;
-        if (old[i] & 1) {
+        uint64_t s = old[2 * i], e = s + old[2 * i + 1] * img->csize;
+        if (s & 1) {
+            while (jr < nr && recs[jr] < s)
+                jr++;
+            if ((jr < nr && recs[jr] == s) || (i > 0 && old[2 * i - 2] == s))
+                continue;
+            if (!recs)
+                continue; /* out of memory: leave it (a leaked record at worst) */
             /* a record the new state does not use: zero it (best effort; its cluster may be
              * punched next, or stay in use for other records) */
             static const uint8_t z[BM_REC_SIZE];
-            (void)pcow__pwrite(img, z, BM_REC_SIZE, old[i] & ~1ull);
+            (void)pcow__pwrite(img, z, BM_REC_SIZE, s & ~1ull);
             continue;
         }
-        pcow__free_clusters(img, old[i], 1);
+        if (s < done)
+            s = done;
+        while (s < e) {
+            while (j < nu && nw[2 * j + 1] <= s)
+                j++;
+            uint64_t fe = j < nu && nw[2 * j] < e ? nw[2 * j] : e; /* free [s, fe) */
+            if (fe > s)
+                pcow__free_clusters(img, s, (fe - s) / img->csize);
+            s = j < nu && nw[2 * j] < e ? nw[2 * j + 1] : e; /* skip what the new state uses */
+        }
+        if (e > done)
+            done = e;
     }
+    free(recs);
     free(nw);
 }
 
@@ -1496,8 +1586,7 @@ int pcow_create(const char *path, const struct pcow_create_opts *o, char *err, s
         r = pcow__pwrite(img, b, dsp, h->dir_off);
     }
     free(b);
-    free(L.l1);
-    free(L.l2);
+    pcow__free_layer(img, &L);
     uint8_t hb[HDR_SLOT_SIZE];
     for (int s = 0; s < 2 && r == 0; s++) {
         pcow__hdr_encode(h, s, hb);

@@ -44,6 +44,60 @@ bool pcow__in_file(const pcow_image *img, uint64_t addr, uint64_t len)
     return true;
 }
 
+/* File offset in stripe file f of the first byte of f at a logical address >= addr. */
+static uint64_t first_off_at(const pcow_image *img, uint32_t f, uint64_t addr)
+{
+    if (img->nfiles <= 1)
+        return addr;
+    uint64_t u = addr >> img->h.ubits, round = u / img->nfiles, fu = u % img->nfiles;
+    if (f == fu)
+        return (round << img->h.ubits) | (addr & (img->unit - 1));
+    return (f > fu ? round : round + 1) << img->h.ubits;
+}
+
+/* Logical address of offset off in stripe file f. */
+uint64_t pcow__logical(const pcow_image *img, uint32_t f, uint64_t off)
+{
+    if (img->nfiles <= 1)
+        return off;
+    return (((off >> img->h.ubits) * img->nfiles + f) << img->h.ubits) | (off & (img->unit - 1));
+}
+
+bool pcow__data_range(const pcow_image *img, uint64_t addr, uint64_t end, uint64_t *ds, uint64_t *de)
+{
+    uint64_t best = UINT64_MAX, bd = 0;
+    uint32_t bf = 0;
+    for (uint32_t f = 0; f < img->nfiles; f++) {
+        uint64_t off = first_off_at(img, f, addr);
+        if (off >= img->fsize[f] || off > (uint64_t)INT64_MAX)
+            continue;
+        off_t d = lseek(img->fd[f], (off_t)off, SEEK_DATA);
+        if (d < 0 && errno == ENXIO)
+            continue;               /* only holes from off to the end of f */
+        uint64_t fd_off = d < 0 ? off : (uint64_t)d; /* no SEEK_DATA: all data */
+        uint64_t la = pcow__logical(img, f, fd_off);
+        if (la < best) {
+            best = la;
+            bf = f;
+            bd = fd_off;
+        }
+    }
+    if (best >= end)
+        return false;
+    off_t h = lseek(img->fd[bf], (off_t)bd, SEEK_HOLE);
+    uint64_t he = h < 0 || (uint64_t)h > img->fsize[bf] ? img->fsize[bf] : (uint64_t)h;
+    if (img->nfiles > 1) {
+        uint64_t ue = ((bd >> img->h.ubits) + 1) << img->h.ubits; /* the unit continues in the next file */
+        if (he > ue)
+            he = ue;
+    }
+    if (he <= bd)
+        he = bd + 1;
+    *ds = best;
+    *de = best + (he - bd) < end ? best + (he - bd) : end;
+    return true;
+}
+
 static int rw_loop(pcow_image *img, bool wr, void *buf, uint64_t len, uint64_t addr, const char *what)
 {
     uint8_t *p = buf;
@@ -323,10 +377,10 @@ int pcow_reclaim(pcow_image *img, uint64_t *freed)
         const struct layer *L = &img->layers[li];
         if (L->l1_off)
             mark(bits, nb, cs, L->l1_off, img->l1_span);
-        for (uint64_t i = 0; i < img->l1n; i++) {
-            if (L->l1 && L->l1[i])
-                mark(bits, nb, cs, L->l1[i], cs);
-            const uint64_t *t = L->l2 ? L->l2[i] : NULL;
+        for (uint64_t i = L->l1p ? l1_next(img, L, 0) : img->l1n; i < img->l1n; i = l1_next(img, L, i + 1)) {
+            if (l1_addr(L, i))
+                mark(bits, nb, cs, l1_addr(L, i), cs);
+            const uint64_t *t = l2_tab(L, i);
             for (uint64_t k = 0; t && k < img->l2n; k++) {
                 uint64_t w0 = t[2 * k];
                 if (!w0)
@@ -404,20 +458,28 @@ int pcow_release(pcow_image *img, uint64_t addr, uint32_t n)
  * does not count them as leaks. Best effort: failures leave leaks, never corruption. */
 void pcow__free_clusters(pcow_image *img, uint64_t addr, uint64_t n)
 {
-    for (uint64_t i = 0; i < n; i++) {
+    /* one punch per piece that is contiguous in one file: the whole range with one file, a
+     * stripe unit's part of it with stripes (a freed L1 table of 64 MiB is one call) */
+    for (uint64_t a = addr, end = addr + n * img->csize; a < end;) {
+        uint64_t len = end - a;
+        if (img->nfiles > 1 && len > img->unit - (a & (img->unit - 1)))
+            len = img->unit - (a & (img->unit - 1));
         uint32_t f;
         uint64_t off;
-        pcow__addr(img, addr + i * img->csize, &f, &off);
+        pcow__addr(img, a, &f, &off);
+        a += len;
         if (off >= img->fsize[f])
             continue;
-        if (fallocate(img->fd[f], FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)img->csize) < 0) {
+        if (len > img->fsize[f] - off)
+            len = img->fsize[f] - off;
+        if (fallocate(img->fd[f], FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) < 0) {
             uint8_t *z = calloc(1, img->csize);
-            if (z) {
-                if (pwrite(img->fd[f], z, img->csize, (off_t)off) < 0) {
+            for (uint64_t k = 0; z && k < len; k += img->csize) {
+                if (pwrite(img->fd[f], z, len - k < img->csize ? len - k : img->csize, (off_t)(off + k)) < 0) {
                     /* left as a leak; check reports it */
                 }
-                free(z);
             }
+            free(z);
         }
     }
 }

@@ -119,8 +119,7 @@ int pcow_snapshot_create(pcow_image *img, const char *name)
         if (r == 0)
             r = pcow__write_dir(img, nlr, img->nlayers + 1, A->id, A->id + 1, NULL);
         if (r < 0) {
-            free(A->l1);
-            free(A->l2);
+            pcow__free_layer(img, A);
             free(oldrefs);
             free(nlr);
             return r;
@@ -165,8 +164,7 @@ int pcow_snapshot_apply(pcow_image *img, const char *key)
     if (r == 0)
         r = pcow__write_dir(img, nlr, img->nlayers, A->id, A->id + 1, NULL);
     if (r < 0) {
-        free(A->l1);
-        free(A->l2);
+        pcow__free_layer(img, A);
         free(nlr);
         free(oldrefs);
         return r;
@@ -195,10 +193,15 @@ static int copy_units(pcow_image *img, uint64_t src, uint64_t dst, const pcow_bi
 
 static int ensure_l2(pcow_image *img, struct layer *L, uint64_t t)
 {
-    if (L->l2[t])
+    if (l2_tab(L, t))
         return 0;
-    L->l2[t] = calloc(1, img->csize);
-    return L->l2[t] ? 0 : pcow__err(img, ENOMEM, "out of memory");
+    uint64_t *tab = calloc(1, img->csize);
+    if (!tab || pcow__l1_chunk(img, L, t) < 0) {
+        free(tab);
+        return pcow__err(img, ENOMEM, "out of memory");
+    }
+    l1_set(L, t, 0, tab);
+    return 0;
 }
 
 /* Merge snapshot layer S into child C in memory (C's tables are then shadow-written by the
@@ -208,27 +211,28 @@ static int ensure_l2(pcow_image *img, struct layer *L, uint64_t t)
 static int merge_into(pcow_image *img, struct layer *S, struct layer *C, bool move, uint8_t *tmp)
 {
     uint64_t cm = ~(img->csize - 1);
-    for (uint64_t t = 0; t < img->l1n; t++) {
-        if (!S->l2[t])
-            continue;
+    for (uint64_t t = l1_next(img, S, 0); t < img->l1n; t = l1_next(img, S, t + 1)) {
+        uint64_t *st = l2_tab(S, t);
         for (uint64_t k = 0; k < img->l2n; k++) {
-            uint64_t sw0 = S->l2[t][2 * k];
+            uint64_t sw0 = st[2 * k];
             if (!sw0)
                 continue;
             pcow_bitmap sbm;
             ent_owned(img, S, t * img->l2n + k, sw0, &sbm);
-            uint64_t cw0 = C->l2[t] ? C->l2[t][2 * k] : 0;
+            uint64_t *ct = l2_tab(C, t);
+            uint64_t cw0 = ct ? ct[2 * k] : 0;
             int r;
             if (!cw0) {
                 if ((r = ensure_l2(img, C, t)) < 0)
                     return r;
+                ct = l2_tab(C, t);
                 if (move) {
-                    C->l2[t][2 * k] = sw0;
-                    C->l2[t][2 * k + 1] = S->l2[t][2 * k + 1];
-                    S->l2[t][2 * k] = 0; /* now owned by C (with its record, if any) */
-                    S->l2[t][2 * k + 1] = 0;
+                    ct[2 * k] = sw0;
+                    ct[2 * k + 1] = st[2 * k + 1];
+                    st[2 * k] = 0; /* now owned by C (with its record, if any) */
+                    st[2 * k + 1] = 0;
                 } else {
-                    uint64_t a, w1 = S->l2[t][2 * k + 1];
+                    uint64_t a, w1 = st[2 * k + 1];
                     r = pcow__reserve(img, 1, &a);
                     if (r == 0)
                         r = copy_units(img, sw0 & cm, a, &sbm, tmp);
@@ -236,15 +240,15 @@ static int merge_into(pcow_image *img, struct layer *S, struct layer *C, bool mo
                         r = pcow__err(img, ENOMEM, "out of memory");
                     if (r < 0)
                         return r;
-                    C->l2[t][2 * k] = a | (sw0 & ENTRY_PARTIAL);
-                    C->l2[t][2 * k + 1] = (sw0 & ENTRY_PARTIAL) ? w1 : 0;
+                    ct[2 * k] = a | (sw0 & ENTRY_PARTIAL);
+                    ct[2 * k + 1] = (sw0 & ENTRY_PARTIAL) ? w1 : 0;
                 }
                 continue;
             }
             if (!(cw0 & ENTRY_PARTIAL))
                 continue;
             pcow_bitmap cbm, need = sbm;
-            w1_bm(img, cw0, C->l2[t][2 * k + 1], &cbm);
+            w1_bm(img, cw0, ct[2 * k + 1], &cbm);
             bm_andnot(&need, &cbm);
             if (pcow_bitmap_empty(&need))
                 continue;
@@ -253,15 +257,15 @@ static int merge_into(pcow_image *img, struct layer *S, struct layer *C, bool mo
                 return r;
             bm_or(&cbm, &need);
             if (!img->ext) {
-                C->l2[t][2 * k + 1] = cbm.w[0];
-            } else if (C->l2[t][2 * k + 1]) {
-                memcpy(((struct bmrec *)(uintptr_t)C->l2[t][2 * k + 1])->w, cbm.w, sizeof cbm.w);
+                ct[2 * k + 1] = cbm.w[0];
+            } else if (ct[2 * k + 1]) {
+                memcpy(((struct bmrec *)(uintptr_t)ct[2 * k + 1])->w, cbm.w, sizeof cbm.w);
             } else {
                 struct bmrec *rec = calloc(1, sizeof *rec); /* its record is written by write_tables */
                 if (!rec)
                     return pcow__err(img, ENOMEM, "out of memory");
                 memcpy(rec->w, cbm.w, sizeof cbm.w);
-                C->l2[t][2 * k + 1] = (uint64_t)(uintptr_t)rec;
+                ct[2 * k + 1] = (uint64_t)(uintptr_t)rec;
             }
         }
     }
@@ -272,23 +276,21 @@ static int merge_into(pcow_image *img, struct layer *S, struct layer *C, bool mo
 static int clone_tables(pcow_image *img, const struct layer *src, struct layer *dst)
 {
     *dst = *src;
-    dst->l1 = calloc(img->l1n, 8);
-    dst->l2 = calloc(img->l1n, sizeof *dst->l2);
-    if (!dst->l1 || !dst->l2)
+    if (pcow__l1_alloc(img, dst) < 0)
         goto fail;
-    memcpy(dst->l1, src->l1, img->l1n * 8);
-    for (uint64_t t = 0; t < img->l1n; t++) {
-        if (!src->l2[t])
-            continue;
-        dst->l2[t] = malloc(img->csize);
-        if (!dst->l2[t])
+    for (uint64_t t = l1_next(img, src, 0); t < img->l1n; t = l1_next(img, src, t + 1)) {
+        uint64_t *tab = malloc(img->csize);
+        if (!tab || pcow__l1_chunk(img, dst, t) < 0) {
+            free(tab);
             goto fail;
-        memcpy(dst->l2[t], src->l2[t], img->csize);
+        }
+        memcpy(tab, l2_tab(src, t), img->csize);
+        l1_set(dst, t, l1_addr(src, t), tab);
         for (uint64_t k = 0; k < img->l2n; k++) {
-            if (pcow__bm_clone(img, dst->l2[t][2 * k], &dst->l2[t][2 * k + 1]) < 0) {
+            if (pcow__bm_clone(img, tab[2 * k], &tab[2 * k + 1]) < 0) {
                 /* entries from k on still share src's records: do not free those */
                 for (uint64_t z = k; z < img->l2n; z++)
-                    dst->l2[t][2 * z] = dst->l2[t][2 * z + 1] = 0;
+                    tab[2 * z] = tab[2 * z + 1] = 0;
                 goto fail;
             }
         }
@@ -648,15 +650,13 @@ int pcow_commit(pcow_image *img)
         return pcow__err(img, ENOMEM, "out of memory");
     }
     *nlr = *A;
-    nlr->l1 = NULL;
-    nlr->l2 = NULL;
+    nlr->l1p = NULL;
     nlr->owned = 0;
     r = pcow__new_l1(img, nlr);
     if (r == 0)
         r = pcow__write_dir(img, nlr, 1, nlr->id, img->h.next_id, NULL);
     if (r < 0) {
-        free(nlr->l1);
-        free(nlr->l2);
+        pcow__free_layer(img, nlr);
         free(nlr);
         free(oldrefs);
         return r;

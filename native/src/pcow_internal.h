@@ -34,14 +34,31 @@ struct hdr {
     char sname[PCOW_MAX_STRIPES][PCOW_STRIPE_NAME_MAX + 1]; /* [0] unused */
 };
 
+/* The in-memory L1 of a layer is sparse: a two-level radix tree (directory pages of L1D_N
+ * chunks of L1C_N entries), pages and chunks only where the layer has L2 tables, so memory
+ * follows the tables that exist, not the declared L1 size (a layer without tables costs 8 bytes
+ * per 2^18 L1 entries: <= 256 bytes at the 64 MiB L1 limit). Pages, chunks and tables are
+ * published with release stores for lock-free lookups; they are freed only with the layer. */
+#define L1C_BITS 9
+#define L1C_N (1u << L1C_BITS)
+#define L1D_BITS 9
+#define L1D_N (1u << L1D_BITS)
+#define L1P_SHIFT (L1C_BITS + L1D_BITS) /* L1 entries per directory page: 2^18 */
+struct l1chunk {
+    uint64_t l1[L1C_N];  /* host-order L2 table addresses (0 = not written yet / none) */
+    uint64_t *l2[L1C_N]; /* in-memory L2 tables (2 words per entry), NULL = none */
+};
+struct l1page {
+    struct l1chunk *c[L1D_N];
+};
+
 struct layer {
     uint32_t id, parent_id;
     uint64_t l1_off;
     uint64_t ctime_sec;
     uint32_t ctime_nsec;
     char name[PCOW_LAYER_NAME_MAX + 1];
-    uint64_t *l1;   /* host-order L2 table addresses, l1n entries */
-    uint64_t **l2;  /* in-memory L2 tables (2 words per entry), NULL = none */
+    struct l1page **l1p; /* (l1n >> L1P_SHIFT) + 1 pages, NULL = no table in that range */
     int parent;     /* index in layers[], -1 = bottom */
     uint64_t owned; /* data clusters referenced */
 };
@@ -109,6 +126,8 @@ struct pcow_image {
     struct ckctx *ck;       /* non-NULL while pcow_check loads the image */
     uint8_t *refmap;        /* one bit per cluster of [0, end) while loading */
     uint64_t refmap_n;
+    uint64_t ref_last;      /* highest cluster ever marked in refmap */
+    uint64_t table_bytes_read; /* L1/L2 bytes read while loading (tests: cost follows stored tables) */
     char err[1024];
 };
 
@@ -141,16 +160,69 @@ int pcow__reserve_sparse(pcow_image *img, uint64_t n, uint64_t *addr);
 int pcow__reserve_for(pcow_image *img, uint64_t vc, bool sparse, uint64_t *addr);
 void pcow__free_clusters(pcow_image *img, uint64_t addr, uint64_t n);
 bool pcow__in_file(const pcow_image *img, uint64_t addr, uint64_t len);
+/* The first run [*ds, *de) of logical addresses in [addr, end) that holds data in the files
+ * (SEEK_DATA/SEEK_HOLE; a file system without them reports everything as data); false when
+ * the rest is holes. Runs are cut at stripe units. Cost: one lseek per stripe file + one. */
+bool pcow__data_range(const pcow_image *img, uint64_t addr, uint64_t end, uint64_t *ds, uint64_t *de);
+/* Logical address of offset off in stripe file f (the inverse of pcow__addr). */
+uint64_t pcow__logical(const pcow_image *img, uint32_t f, uint64_t off);
 
 /* tables */
+/* The chunk holding L1 entry t of L, or NULL. */
+static inline struct l1chunk *l1_chunk(const struct layer *L, uint64_t t)
+{
+    struct l1page *p = __atomic_load_n(&L->l1p[t >> L1P_SHIFT], __ATOMIC_ACQUIRE);
+    return p ? __atomic_load_n(&p->c[(t >> L1C_BITS) & (L1D_N - 1)], __ATOMIC_ACQUIRE) : NULL;
+}
+/* In-memory L2 table of L1 entry t of L, or NULL. */
+static inline uint64_t *l2_tab(const struct layer *L, uint64_t t)
+{
+    struct l1chunk *c = l1_chunk(L, t);
+    return c ? __atomic_load_n(&c->l2[t & (L1C_N - 1)], __ATOMIC_ACQUIRE) : NULL;
+}
+/* Address of the L2 table of L1 entry t on disk (0 = none, or not written yet). */
+static inline uint64_t l1_addr(const struct layer *L, uint64_t t)
+{
+    const struct l1chunk *c = l1_chunk(L, t);
+    return c ? c->l1[t & (L1C_N - 1)] : 0;
+}
+/* The first L1 entry >= t of L that has an in-memory L2 table, or l1n: iterate the tables that
+ * exist, skipping empty pages and chunks whole. Writer side (no concurrent table insertion). */
+static inline uint64_t l1_next(const pcow_image *img, const struct layer *L, uint64_t t)
+{
+    while (t < img->l1n) {
+        const struct l1chunk *c;
+        if (!L->l1p[t >> L1P_SHIFT])
+            t = ((t >> L1P_SHIFT) + 1) << L1P_SHIFT;
+        else if (!(c = l1_chunk(L, t)))
+            t = ((t >> L1C_BITS) + 1) << L1C_BITS;
+        else if (c->l2[t & (L1C_N - 1)])
+            return t;
+        else
+            t++;
+    }
+    return img->l1n;
+}
+/* L's (empty) top-level directory. */
+int pcow__l1_alloc(pcow_image *img, struct layer *L);
+/* Make sure the page and chunk holding L1 entry t exist (so that a later l1_set cannot fail). */
+int pcow__l1_chunk(pcow_image *img, struct layer *L, uint64_t t);
+/* Set L1 entry t: disk address a and in-memory table tab (published with a release store).
+ * The chunk must exist (pcow__l1_chunk). */
+static inline void l1_set(struct layer *L, uint64_t t, uint64_t a, uint64_t *tab)
+{
+    struct l1chunk *c = l1_chunk(L, t);
+    c->l1[t & (L1C_N - 1)] = a;
+    __atomic_store_n(&c->l2[t & (L1C_N - 1)], tab, __ATOMIC_RELEASE);
+}
 static inline uint64_t ent_w0(const pcow_image *img, const struct layer *L, uint64_t vc)
 {
-    uint64_t *t = __atomic_load_n(&L->l2[vc / img->l2n], __ATOMIC_ACQUIRE);
+    uint64_t *t = l2_tab(L, vc / img->l2n);
     return t ? __atomic_load_n(&t[2 * (vc % img->l2n)], __ATOMIC_ACQUIRE) : 0;
 }
 static inline uint64_t ent_w1(const pcow_image *img, const struct layer *L, uint64_t vc)
 {
-    uint64_t *t = __atomic_load_n(&L->l2[vc / img->l2n], __ATOMIC_ACQUIRE);
+    uint64_t *t = l2_tab(L, vc / img->l2n);
     return t ? __atomic_load_n(&t[2 * (vc % img->l2n) + 1], __ATOMIC_ACQUIRE) : 0;
 }
 int pcow__set_entry(pcow_image *img, uint32_t li, uint64_t vc, uint64_t w0, const pcow_bitmap *bm);

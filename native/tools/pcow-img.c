@@ -872,6 +872,75 @@ static bool zero_buf(const uint8_t *p, size_t n)
     return true;
 }
 
+struct conv {
+    pcow_image *src, *dst;
+    int sfd, dfd;
+    const char *in, *out;
+    uint8_t *buf; /* 1 MiB */
+    bool failed;  /* a message was printed */
+};
+
+/* Copy [off, off+len) of the input: read in 1 MiB chunks, write only non-zero 4 KiB runs. */
+static int conv_copy(struct conv *cv, uint64_t off, uint64_t len)
+{
+    const uint64_t chunk = 1 << 20, gran = 4096;
+    uint8_t *buf = cv->buf;
+    for (uint64_t end = off + len; off < end; off += chunk) {
+        uint64_t n = end - off < chunk ? end - off : chunk;
+        if (cv->src) {
+            if (pcow_read(cv->src, buf, n, off) < 0) {
+                fprintf(stderr, "pcow-img: %s\n", pcow_errmsg(cv->src));
+                cv->failed = true;
+                return -1;
+            }
+        } else {
+            uint64_t got = 0;
+            while (got < n) {
+                ssize_t k = pread(cv->sfd, buf + got, n - got, (off_t)(off + got));
+                if (k <= 0) {
+                    fprintf(stderr, "pcow-img: read of %s failed at %" PRIu64 ": %s\n", cv->in, off + got,
+                            k ? strerror(errno) : "unexpected end");
+                    cv->failed = true;
+                    return -1;
+                }
+                got += (uint64_t)k;
+            }
+        }
+        for (uint64_t p = 0; p < n;) {
+            uint64_t g = n - p < gran ? n - p : gran;
+            if (zero_buf(buf + p, g)) {
+                p += g;
+                continue;
+            }
+            uint64_t q = p + g;
+            while (q < n) {
+                uint64_t g2 = n - q < gran ? n - q : gran;
+                if (zero_buf(buf + q, g2))
+                    break;
+                q += g2;
+            }
+            if (cv->dst) {
+                if (pcow_write(cv->dst, buf + p, q - p, off + p) < 0) {
+                    fprintf(stderr, "pcow-img: %s\n", pcow_errmsg(cv->dst));
+                    cv->failed = true;
+                    return -1;
+                }
+            } else if (pwrite(cv->dfd, buf + p, q - p, (off_t)(off + p)) != (ssize_t)(q - p)) {
+                fprintf(stderr, "pcow-img: write to %s failed: %s\n", cv->out, strerror(errno));
+                cv->failed = true;
+                return -1;
+            }
+            p = q;
+        }
+    }
+    return 0;
+}
+
+static int conv_map_cb(void *ctx, const struct pcow_map_extent *e)
+{
+    return e->data ? conv_copy(ctx, e->start, e->length) : 0;
+}
+
 static int cmd_convert(int argc, char **argv)
 {
     struct args a;
@@ -945,62 +1014,34 @@ static int cmd_convert(int argc, char **argv)
         }
     }
     {
-        const uint64_t chunk = 1 << 20, gran = 4096;
-        uint8_t *buf = malloc(chunk);
-        if (!buf)
+        /* Only data extents are read (holes of a raw input, unallocated ranges of a pcow input
+         * and of its bases are skipped), and only non-zero runs are written: the output is sparse
+         * and the cost follows the stored data, not the virtual size. */
+        struct conv cv = {.src = src, .dst = dst, .sfd = sfd, .dfd = dfd, .in = in, .out = out, .buf = malloc(1 << 20)};
+        if (!cv.buf)
             goto done;
-        for (uint64_t off = 0; off < size; off += chunk) {
-            uint64_t n = size - off < chunk ? size - off : chunk;
-            int r = 0;
-            if (src) {
-                r = pcow_read(src, buf, n, off);
-                if (r < 0) {
-                    fprintf(stderr, "pcow-img: %s\n", pcow_errmsg(src));
-                    free(buf);
-                    goto done;
-                }
-            } else {
-                uint64_t got = 0;
-                while (got < n) {
-                    ssize_t k = pread(sfd, buf + got, n - got, (off_t)(off + got));
-                    if (k <= 0) {
-                        fprintf(stderr, "pcow-img: read of %s failed at %" PRIu64 ": %s\n", in, off + got, k ? strerror(errno) : "unexpected end");
-                        free(buf);
-                        goto done;
-                    }
-                    got += (uint64_t)k;
-                }
-            }
-            /* write only non-zero runs: the output stays sparse */
-            for (uint64_t p = 0; p < n;) {
-                uint64_t g = n - p < gran ? n - p : gran;
-                if (zero_buf(buf + p, g)) {
-                    p += g;
-                    continue;
-                }
-                uint64_t q = p + g;
-                while (q < n) {
-                    uint64_t g2 = n - q < gran ? n - q : gran;
-                    if (zero_buf(buf + q, g2))
-                        break;
-                    q += g2;
-                }
-                if (dst) {
-                    r = pcow_write(dst, buf + p, q - p, off + p);
-                    if (r < 0) {
-                        fprintf(stderr, "pcow-img: %s\n", pcow_errmsg(dst));
-                        free(buf);
-                        goto done;
-                    }
-                } else if (pwrite(dfd, buf + p, q - p, (off_t)(off + p)) != (ssize_t)(q - p)) {
-                    fprintf(stderr, "pcow-img: write to %s failed: %s\n", out, strerror(errno));
-                    free(buf);
-                    goto done;
-                }
-                p = q;
+        int r = 0;
+        if (src) {
+            r = pcow_map(src, conv_map_cb, &cv);
+            if (r < 0 && !cv.failed)
+                fprintf(stderr, "pcow-img: %s\n", pcow_errmsg(src));
+        } else {
+            for (uint64_t pos = 0; r == 0 && pos < size;) {
+                off_t d = lseek(sfd, (off_t)pos, SEEK_DATA);
+                if (d < 0 && errno == ENXIO)
+                    break;
+                uint64_t ds = d < 0 ? pos : (uint64_t)d; /* no SEEK_DATA: all data */
+                if (ds >= size)
+                    break;
+                off_t h = d < 0 ? -1 : lseek(sfd, d, SEEK_HOLE);
+                uint64_t de = h < 0 || (uint64_t)h > size || (uint64_t)h <= ds ? size : (uint64_t)h;
+                r = conv_copy(&cv, ds, de - ds);
+                pos = de;
             }
         }
-        free(buf);
+        free(cv.buf);
+        if (r != 0)
+            goto done;
     }
     if (dfd >= 0 && fsync(dfd) < 0) {
         fprintf(stderr, "pcow-img: fsync %s: %s\n", out, strerror(errno));
