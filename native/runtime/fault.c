@@ -78,6 +78,25 @@ static bool bm_covers(const pcow_bitmap *have, pcow_bitmap want)
     return true;
 }
 
+/* What the active view reads at virtual offset off, len bytes, into buf. The range reaches to
+ * the cluster after the virtual size (pcow_runtime_length): the bytes beyond the virtual size
+ * are not part of the image and read as zeros (pcow_read refuses them). */
+static int read_view(pcow_runtime *rt, struct rt_thread *th, uint8_t *buf, uint64_t len, uint64_t off)
+{
+    uint64_t in = off >= rt->vsize ? 0 : rt->vsize - off < len ? rt->vsize - off : len;
+    int r = 0;
+    if (in) {
+        pthread_rwlock_rdlock(&rt->img_lock);
+        r = pcow_read(rt->img, buf, in, off);
+        if (r < 0)
+            snprintf(th->msg, sizeof th->msg, "%s", pcow_errmsg(rt->img));
+        pthread_rwlock_unlock(&rt->img_lock);
+    }
+    if (r == 0 && in < len)
+        memset(buf + in, 0, len - in);
+    return r;
+}
+
 /* Copy what the active view shows now for [vc*C + o, +len) (lower layers / base: the active
  * layer does not own it) into the reserved cluster at addr, at the same offset. */
 static int copy_lower(pcow_runtime *rt, struct rt_thread *th, const struct pcow_mapping *m, uint64_t vc, uint64_t o,
@@ -130,11 +149,7 @@ static int copy_lower(pcow_runtime *rt, struct rt_thread *th, const struct pcow_
             got += (uint64_t)n;
         }
     } else {
-        pthread_rwlock_rdlock(&rt->img_lock);
-        int r = pcow_read(rt->img, buf, len, vc * rt->csize + o);
-        if (r < 0)
-            snprintf(th->msg, sizeof th->msg, "%s", pcow_errmsg(rt->img));
-        pthread_rwlock_unlock(&rt->img_lock);
+        int r = read_view(rt, th, buf, len, vc * rt->csize + o);
         if (r < 0)
             return r;
     }
@@ -174,11 +189,7 @@ static void serve_read(pcow_runtime *rt, struct rt_thread *th, uint8_t *page, ui
             e = we;
         const uint8_t *src = rt->zero;
         if (!hole) {
-            pthread_rwlock_rdlock(&rt->img_lock);
-            r = pcow_read(rt->img, th->buf, e - pos, vc * rt->csize + pos);
-            if (r < 0)
-                snprintf(th->msg, sizeof th->msg, "%s", pcow_errmsg(rt->img));
-            pthread_rwlock_unlock(&rt->img_lock);
+            r = read_view(rt, th, th->buf, e - pos, vc * rt->csize + pos);
             src = th->buf;
         }
         if (r == 0)

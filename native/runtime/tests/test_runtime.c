@@ -264,6 +264,69 @@ static void create_filled_snapshot(const char *name, uint64_t size, uint32_t csi
     unmap(rt);
 }
 
+/* ---- the last cluster of an image whose virtual size is not a multiple of the cluster ----
+ * Its data in a snapshot or a base was served by reading a whole cluster (read fill, COW
+ * window) past the virtual size: pcow_read refused it and the access got SIGBUS. Sizes that
+ * are cluster-, page- and not page-aligned, data in a snapshot and in a base, reads and
+ * writes (whole-cluster and 4 KiB COW), the tail beyond the virtual size reads zeros. */
+static void last_cluster_case(uint64_t vsize, bool in_base, uint32_t unit, bool read_first)
+{
+    const uint32_t cs = 64 * KiB;
+    char name[64], bname[64];
+    snprintf(name, sizeof name, "last-%" PRIx64 "-%d-%u-%d.img", vsize, in_base, unit, read_first);
+    if (in_base) {
+        snprintf(bname, sizeof bname, "last-%" PRIx64 ".raw", vsize);
+        char bp[512];
+        path_of(bp, sizeof bp, bname);
+        uint8_t *b = malloc(vsize);
+        fill(b, 0, vsize, 5);
+        int fd = open(bp, O_CREAT | O_TRUNC | O_WRONLY, 0644);
+        CHECK(fd >= 0 && write(fd, b, vsize) == (ssize_t)vsize, "cannot write %s", bp);
+        close(fd);
+        free(b);
+        create_image(name, 0, cs, bname, 0); /* takes the base's size, as pcow-img create -b does */
+    } else {
+        create_image(name, vsize, cs, NULL, 0);
+        pcow_runtime *rt = map_image(name, NULL);
+        fill(pcow_runtime_addr(rt), 0, vsize, 5);
+        CHECK_OK(pcow_runtime_snapshot(rt, "s"), "%s", pcow_runtime_errmsg(rt));
+        unmap(rt);
+    }
+    struct pcow_runtime_opts o = {.cow_unit = unit};
+    pcow_runtime *rt = map_image(name, &o);
+    uint8_t *m = pcow_runtime_addr(rt);
+    uint64_t len = pcow_runtime_length(rt);
+    CHECK(pcow_runtime_size(rt) == vsize && len == (vsize + cs - 1) / cs * cs, "size %" PRIu64 " length %" PRIu64,
+          pcow_runtime_size(rt), len);
+    uint64_t last = (vsize - 1) / cs * cs; /* start of the last cluster */
+    if (read_first) {
+        expect_pat(m + last, last, vsize - last, 5, "last cluster read");
+        expect_zero(m + vsize, len - vsize, "tail beyond the virtual size");
+    }
+    const uint8_t want = (uint8_t)(pat(vsize - 1, 5) ^ 0xffu);
+    m[vsize - 1] = want; /* COW of the last byte's unit */
+    CHECK(m[vsize - 1] == want, "last byte write lost");
+    expect_pat(m + last, last, vsize - 1 - last, 5, "last cluster after the COW");
+    expect_zero(m + vsize, len - vsize, "tail after the COW");
+    unmap(rt);
+    check_image_clean(name);
+    pcow_image *img = open_image(name);
+    uint8_t c;
+    CHECK_OK(pcow_read(img, &c, 1, vsize - 1), "%s", pcow_errmsg(img));
+    CHECK(c == want, "last byte after reopen 0x%02x", c);
+    pcow_close(img, NULL, 0);
+}
+
+static void t_last_cluster(void)
+{
+    const uint64_t sizes[] = {3 * 64 * KiB, 0x19000, 0x18fcfb, 4 * KiB + 1};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        for (int base = 0; base < 2; base++)
+            for (int u = 0; u < 2; u++)
+                for (int rf = 0; rf < 2; rf++)
+                    last_cluster_case(sizes[i], base, u ? 4096 : 0, rf);
+}
+
 /* ---- 5. fine-grained COW: a 4 KiB unit at 64 KiB clusters, persisted and read back ---- */
 static void t_fine_cow(void)
 {
@@ -941,6 +1004,7 @@ int main(int argc, char **argv)
         {"data integrity across unmap/reopen", t_integrity, 90},
         {"snapshot isolation and rollback", t_snapshot, 60},
         {"base image read-through", t_base, 60},
+        {"last cluster beyond a size that is not a cluster multiple", t_last_cluster, 60},
         {"fine-grained COW (4 KiB unit, 64 KiB clusters)", t_fine_cow, 60},
         {"fine-grained COW (4 KiB unit, 2 MiB clusters)", t_fine_cow_2m, 60},
         {"failed L2-table reservation recovers", t_l2_enospc, 60},
