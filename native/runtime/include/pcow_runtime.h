@@ -83,7 +83,19 @@ int pcow_runtime_sync(pcow_runtime *rt);
 /* Snapshot / rollback while mapped. Accessors may keep running: the range is swapped
  * atomically (mremap) for a fresh registered placeholder, so an access during the switch
  * waits in its fault until the new state is served. A write that completes before the call
- * starts is in the snapshot; a write racing with it lands either in the snapshot or after it. */
+ * starts is in the snapshot; a CPU write racing with it (user mode, or a kernel copy such as
+ * read() into the range) lands either in the snapshot or after it.
+ *
+ * DMA contract: the caller drains I/O that writes into the range through pinned pages
+ * (O_DIRECT reads, io_uring, vhost, AIO) before calling snapshot or rollback; QEMU's live
+ * snapshot drains block I/O anyway. Such I/O pins the page that was mapped when it started:
+ * a file page of a cluster of the current active layer. A snapshot freezes that cluster, so a
+ * transfer still in flight lands in the snapshot after it was taken, and is missing from the
+ * active layer if the guest wrote that cluster meanwhile (the COW copied it before the device
+ * wrote); after a rollback it lands in the discarded layer. The runtime cannot see pins to
+ * wait for them. A transfer that completed before the call is in the snapshot (tested
+ * repeatedly with neighbour stores COWing the same cluster). Long-term pins (VFIO device
+ * assignment) never drain: do not combine them with snapshot/rollback. */
 int pcow_runtime_snapshot(pcow_runtime *rt, const char *name);
 int pcow_runtime_rollback(pcow_runtime *rt, const char *name_or_id);
 
