@@ -74,6 +74,8 @@ struct rt_thread {
     pcow_runtime *rt;
     pthread_t tid;
     uint8_t *buf; /* one cluster of scratch */
+    uint64_t spare; /* a sparse cluster reserved ahead for the next fine-grained COW (0: none),
+                       reserved after a wake, off the fault's path; released when the thread ends */
     char msg[600]; /* detail of the fault being served when it fails */
 };
 
