@@ -223,6 +223,7 @@ static void serve_write(pcow_runtime *rt, struct rt_thread *th, uint8_t *page, u
     uint64_t addr;
     int r = 0;
     const char *what = lower ? "copy-on-write" : "expansion";
+    STEP(s0);
     if (m->depth == 0) {
         addr = m->addr; /* partial entry: add sub-units */
     } else if (lower && rl < rt->csize && th->spare) {
@@ -237,6 +238,8 @@ static void serve_write(pcow_runtime *rt, struct rt_thread *th, uint8_t *page, u
     }
     /* Copy and entry are idempotent until the entry is written: after an ENOSPC they are
      * tried once more if pool clusters could be given back to the file system. */
+    STEP(s1);
+    STEP(s2);
     for (int attempt = 0;; attempt++) {
         if (lower) {
             FOR_RUNS(need, rt->nsub, s, n, {
@@ -246,6 +249,9 @@ static void serve_write(pcow_runtime *rt, struct rt_thread *th, uint8_t *page, u
             if (r == 0)
                 r = rt_persist_files(rt); /* data durable before the entry */
         }
+#ifdef RT_STEP_TIMING
+        s2 = rt_now_ns();
+#endif
         if (r == 0) {
             pthread_rwlock_wrlock(&rt->img_lock);
             if (m->depth == 0)
@@ -275,7 +281,9 @@ static void serve_write(pcow_runtime *rt, struct rt_thread *th, uint8_t *page, u
         rl = rt->csize;
     }
     uint8_t *at = rt->base + vc * rt->csize + rs;
+    STEP(s3);
     r = rt_map_file(rt, at, rl, addr + rs);
+    STEP(s4);
     if (r < 0) {
         /* the entry is durable: a later fault on this cluster maps it again */
         fail_fault(rt, th, page, r, r == -ENOMEM ? "mmap: out of VMAs, raise vm.max_map_count" : "mmap");
@@ -291,6 +299,13 @@ static void serve_write(pcow_runtime *rt, struct rt_thread *th, uint8_t *page, u
         rt_hist_add(&rt->h_exp, dt);
     }
     rt_uffd_wake(rt->uffd, at, rl);
+    STEP(s5);
+    STEP_ADD(st_take, s1 - s0);
+    STEP_ADD(st_copy, s2 - s1);
+    STEP_ADD(st_entry, s3 - s2);
+    STEP_ADD(st_mmap, s4 - s3);
+    STEP_ADD(st_wake, s5 - s4);
+    STEP_ADD(st_n, 1);
 }
 
 static void serve_fault(pcow_runtime *rt, struct rt_thread *th, uint64_t address, uint64_t flags, uint64_t t0)
