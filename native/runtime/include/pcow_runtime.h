@@ -70,7 +70,10 @@ int pcow_runtime_unmap(pcow_runtime *rt, char *err, size_t errlen);
 
 void *pcow_runtime_addr(const pcow_runtime *rt);       /* start of the range */
 uint64_t pcow_runtime_size(const pcow_runtime *rt);    /* bytes: the virtual size */
-uint64_t pcow_runtime_length(const pcow_runtime *rt);  /* bytes reserved: virtual size rounded up to the cluster */
+/* Bytes reserved: the virtual size rounded up to the cluster. The tail [size, length) never
+ * faults with an error: it reads zeros, and stores there are accepted but are not part of the
+ * image (pcow_read never returns them; they need not survive a snapshot, rollback or reopen). */
+uint64_t pcow_runtime_length(const pcow_runtime *rt);
 pcow_image *pcow_runtime_image(const pcow_runtime *rt);
 /* Last error of a runtime call or of a fault that failed (never NULL). */
 const char *pcow_runtime_errmsg(pcow_runtime *rt);
