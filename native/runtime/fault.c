@@ -229,8 +229,10 @@ static void serve_write(pcow_runtime *rt, struct rt_thread *th, uint8_t *page, u
     } else if (lower && rl < rt->csize && th->spare) {
         addr = th->spare; /* reserved ahead (see reserve_spare) */
         th->spare = 0;
+        th->took_sparse = true;
     } else {
         r = rt_take_cluster(rt, th, vc, &addr, lower && rl < rt->csize);
+        th->took_sparse = r == 0 && lower && rl < rt->csize;
         if (r < 0) {
             fail_fault(rt, th, page, r, what);
             return;
@@ -396,10 +398,12 @@ static void drain_deferred(pcow_runtime *rt, struct rt_thread *th)
     pthread_rwlock_unlock(&rt->epoch);
 }
 
-/* Fine-grained COW takes a sparse cluster, and reserving one extends the file (ftruncate, and
- * the image lock held for writing: ~1 us of the handler's 4 KiB COW). After a fine COW the
- * handler reserves the next one once the faulting thread is awake, so the next COW finds it
- * ready. Unreferenced, it is a hole past the data: nothing to leak; released at unmap. */
+/* A fine-grained COW of a cluster the active layer does not hold yet takes a sparse cluster,
+ * and reserving one extends the file (ftruncate, and the image lock held for writing: ~1 us of
+ * the handler's 4 KiB COW). After such a COW the handler reserves the next one once the
+ * faulting thread is awake, so the next COW finds it ready. Unreferenced, it is a hole past the
+ * data (no disk space, nothing for check to report); released at unmap (pcow_release: the file
+ * keeps its size, so each mapping session may leave one hole cluster per handler thread). */
 static void reserve_spare(pcow_runtime *rt, struct rt_thread *th)
 {
     pthread_rwlock_wrlock(&rt->img_lock);
@@ -446,9 +450,9 @@ void *rt_handler_main(void *arg)
             defer_msg(rt, &msg);
             continue;
         }
-        uint64_t cows = atomic_load_explicit(&rt->c_cows, memory_order_relaxed);
+        th->took_sparse = false;
         serve_fault(rt, th, msg.arg.pagefault.address, msg.arg.pagefault.flags, t0);
-        if (!th->spare && rt->unit < rt->csize && atomic_load_explicit(&rt->c_cows, memory_order_relaxed) != cows)
+        if (th->took_sparse && !th->spare)
             reserve_spare(rt, th);
         pthread_rwlock_unlock(&rt->epoch);
     }

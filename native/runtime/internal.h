@@ -76,6 +76,7 @@ struct rt_thread {
     uint8_t *buf; /* one cluster of scratch */
     uint64_t spare; /* a sparse cluster reserved ahead for the next fine-grained COW (0: none),
                        reserved after a wake, off the fault's path; released when the thread ends */
+    bool took_sparse; /* the fault just served consumed a sparse cluster: reserve the next one */
     char msg[600]; /* detail of the fault being served when it fails */
 };
 

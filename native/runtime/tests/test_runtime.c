@@ -264,6 +264,41 @@ static void create_filled_snapshot(const char *name, uint64_t size, uint32_t csi
     unmap(rt);
 }
 
+/* ---- fine COW's spare cluster (reserved ahead by the handler) does not pile up ----
+ * A handler that consumed a sparse cluster reserves the next one after the wake and releases
+ * it at unmap. Map/unmap cycles whose COWs fill the same partial cluster take no cluster: the
+ * image must not grow; cycles that COW a new cluster each time may leave one hole cluster per
+ * cycle, but disk use grows only by the data written. */
+static void t_spare_cycles(void)
+{
+    create_filled_snapshot("spare.img", 4 * MiB, 64 * KiB);
+    struct pcow_runtime_opts o = {.cow_unit = 4096};
+    struct pcow_info in0 = {0}, in;
+    for (int i = 0; i < 32; i++) {
+        pcow_runtime *rt = map_image("spare.img", &o);
+        uint8_t *m = pcow_runtime_addr(rt);
+        m[(uint64_t)(i % 16) * 4096 + 9] = 0xEE; /* units of cluster 0 (i < 16), then of cluster i - 15 */
+        if (i >= 16)
+            m[(uint64_t)(i - 15) * 64 * KiB + 9] = 0xEE;
+        pcow_get_info(pcow_runtime_image(rt), &in);
+        unmap(rt);
+        if (i == 0)
+            in0 = in;
+        if (i < 16)
+            CHECK(in.image_end <= in0.image_end, "cycle %d: image end 0x%" PRIx64 " grew from 0x%" PRIx64
+                  " although no cluster was taken", i, in.image_end, in0.image_end);
+    }
+    pcow_image *img = open_image("spare.img");
+    pcow_get_info(img, &in);
+    pcow_close(img, NULL, 0);
+    /* 16 new clusters of 4 KiB data + 31 units, metadata: far below one hole per cycle filled */
+    CHECK(in.file_size <= in0.file_size + 64 * 4096 + 256 * KiB, "disk use grew 0x%" PRIx64 " -> 0x%" PRIx64,
+          in0.file_size, in.file_size);
+    CHECK(in.image_end <= in0.image_end + 2 * 16 * 64 * KiB, "image end grew 0x%" PRIx64 " -> 0x%" PRIx64,
+          in0.image_end, in.image_end);
+    check_image_clean("spare.img");
+}
+
 /* ---- the last cluster of an image whose virtual size is not a multiple of the cluster ----
  * Its data in a snapshot or a base was served by reading a whole cluster (read fill, COW
  * window) past the virtual size: pcow_read refused it and the access got SIGBUS. Sizes that
@@ -1103,6 +1138,7 @@ int main(int argc, char **argv)
         {"last cluster beyond a size that is not a cluster multiple", t_last_cluster, 60},
         {"fine-grained COW (4 KiB unit, 64 KiB clusters)", t_fine_cow, 60},
         {"fine-grained COW (4 KiB unit, 2 MiB clusters)", t_fine_cow_2m, 60},
+        {"fine COW: the spare cluster does not pile up over map cycles", t_spare_cycles, 60},
         {"failed L2-table reservation recovers", t_l2_enospc, 60},
         {"pre-allocation on a full file system", t_prealloc_full_fs, 60},
         {"8 threads: expansion races", t_threads_expand, 60},
