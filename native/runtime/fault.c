@@ -78,6 +78,25 @@ static bool bm_covers(const pcow_bitmap *have, pcow_bitmap want)
     return true;
 }
 
+/* What the active view reads at virtual offset off, len bytes, into buf. The range reaches to
+ * the cluster after the virtual size (pcow_runtime_length): the bytes beyond the virtual size
+ * are not part of the image and read as zeros (pcow_read refuses them). */
+static int read_view(pcow_runtime *rt, struct rt_thread *th, uint8_t *buf, uint64_t len, uint64_t off)
+{
+    uint64_t in = off >= rt->vsize ? 0 : rt->vsize - off < len ? rt->vsize - off : len;
+    int r = 0;
+    if (in) {
+        pthread_rwlock_rdlock(&rt->img_lock);
+        r = pcow_read(rt->img, buf, in, off);
+        if (r < 0)
+            snprintf(th->msg, sizeof th->msg, "%s", pcow_errmsg(rt->img));
+        pthread_rwlock_unlock(&rt->img_lock);
+    }
+    if (r == 0 && in < len)
+        memset(buf + in, 0, len - in);
+    return r;
+}
+
 /* Copy what the active view shows now for [vc*C + o, +len) (lower layers / base: the active
  * layer does not own it) into the reserved cluster at addr, at the same offset. */
 static int copy_lower(pcow_runtime *rt, struct rt_thread *th, const struct pcow_mapping *m, uint64_t vc, uint64_t o,
@@ -130,11 +149,7 @@ static int copy_lower(pcow_runtime *rt, struct rt_thread *th, const struct pcow_
             got += (uint64_t)n;
         }
     } else {
-        pthread_rwlock_rdlock(&rt->img_lock);
-        int r = pcow_read(rt->img, buf, len, vc * rt->csize + o);
-        if (r < 0)
-            snprintf(th->msg, sizeof th->msg, "%s", pcow_errmsg(rt->img));
-        pthread_rwlock_unlock(&rt->img_lock);
+        int r = read_view(rt, th, buf, len, vc * rt->csize + o);
         if (r < 0)
             return r;
     }
@@ -174,11 +189,7 @@ static void serve_read(pcow_runtime *rt, struct rt_thread *th, uint8_t *page, ui
             e = we;
         const uint8_t *src = rt->zero;
         if (!hole) {
-            pthread_rwlock_rdlock(&rt->img_lock);
-            r = pcow_read(rt->img, th->buf, e - pos, vc * rt->csize + pos);
-            if (r < 0)
-                snprintf(th->msg, sizeof th->msg, "%s", pcow_errmsg(rt->img));
-            pthread_rwlock_unlock(&rt->img_lock);
+            r = read_view(rt, th, th->buf, e - pos, vc * rt->csize + pos);
             src = th->buf;
         }
         if (r == 0)
@@ -212,10 +223,16 @@ static void serve_write(pcow_runtime *rt, struct rt_thread *th, uint8_t *page, u
     uint64_t addr;
     int r = 0;
     const char *what = lower ? "copy-on-write" : "expansion";
+    STEP(s0);
     if (m->depth == 0) {
         addr = m->addr; /* partial entry: add sub-units */
+    } else if (lower && rl < rt->csize && th->spare) {
+        addr = th->spare; /* reserved ahead (see reserve_spare) */
+        th->spare = 0;
+        th->took_sparse = true;
     } else {
         r = rt_take_cluster(rt, th, vc, &addr, lower && rl < rt->csize);
+        th->took_sparse = r == 0 && lower && rl < rt->csize;
         if (r < 0) {
             fail_fault(rt, th, page, r, what);
             return;
@@ -223,6 +240,8 @@ static void serve_write(pcow_runtime *rt, struct rt_thread *th, uint8_t *page, u
     }
     /* Copy and entry are idempotent until the entry is written: after an ENOSPC they are
      * tried once more if pool clusters could be given back to the file system. */
+    STEP(s1);
+    STEP(s2);
     for (int attempt = 0;; attempt++) {
         if (lower) {
             FOR_RUNS(need, rt->nsub, s, n, {
@@ -232,6 +251,9 @@ static void serve_write(pcow_runtime *rt, struct rt_thread *th, uint8_t *page, u
             if (r == 0)
                 r = rt_persist_files(rt); /* data durable before the entry */
         }
+#ifdef RT_STEP_TIMING
+        s2 = rt_now_ns();
+#endif
         if (r == 0) {
             pthread_rwlock_wrlock(&rt->img_lock);
             if (m->depth == 0)
@@ -261,7 +283,9 @@ static void serve_write(pcow_runtime *rt, struct rt_thread *th, uint8_t *page, u
         rl = rt->csize;
     }
     uint8_t *at = rt->base + vc * rt->csize + rs;
+    STEP(s3);
     r = rt_map_file(rt, at, rl, addr + rs);
+    STEP(s4);
     if (r < 0) {
         /* the entry is durable: a later fault on this cluster maps it again */
         fail_fault(rt, th, page, r, r == -ENOMEM ? "mmap: out of VMAs, raise vm.max_map_count" : "mmap");
@@ -277,6 +301,13 @@ static void serve_write(pcow_runtime *rt, struct rt_thread *th, uint8_t *page, u
         rt_hist_add(&rt->h_exp, dt);
     }
     rt_uffd_wake(rt->uffd, at, rl);
+    STEP(s5);
+    STEP_ADD(st_take, s1 - s0);
+    STEP_ADD(st_copy, s2 - s1);
+    STEP_ADD(st_entry, s3 - s2);
+    STEP_ADD(st_mmap, s4 - s3);
+    STEP_ADD(st_wake, s5 - s4);
+    STEP_ADD(st_n, 1);
 }
 
 static void serve_fault(pcow_runtime *rt, struct rt_thread *th, uint64_t address, uint64_t flags, uint64_t t0)
@@ -367,6 +398,30 @@ static void drain_deferred(pcow_runtime *rt, struct rt_thread *th)
     pthread_rwlock_unlock(&rt->epoch);
 }
 
+/* A fine-grained COW of a cluster the active layer does not hold yet takes a sparse cluster,
+ * and reserving one extends the file (ftruncate, and the image lock held for writing: ~1 us of
+ * the handler's 4 KiB COW). After such a COW the handler reserves the next one once the
+ * faulting thread is awake, so the next COW finds it ready. Unreferenced, it is a hole past the
+ * data (no disk space, nothing for check to report); released at unmap (pcow_release: the file
+ * keeps its size, so each mapping session may leave one hole cluster per handler thread). */
+static void reserve_spare(pcow_runtime *rt, struct rt_thread *th)
+{
+    pthread_rwlock_wrlock(&rt->img_lock);
+    if (pcow_reserve_sparse(rt->img, 1, &th->spare) < 0)
+        th->spare = 0; /* the next COW reserves its own, and reports a failure */
+    pthread_rwlock_unlock(&rt->img_lock);
+}
+
+static void release_spare(pcow_runtime *rt, struct rt_thread *th)
+{
+    if (!th->spare)
+        return;
+    pthread_rwlock_wrlock(&rt->img_lock);
+    (void)pcow_release(rt->img, th->spare, 1);
+    pthread_rwlock_unlock(&rt->img_lock);
+    th->spare = 0;
+}
+
 void *rt_handler_main(void *arg)
 {
     struct rt_thread *th = arg;
@@ -395,8 +450,12 @@ void *rt_handler_main(void *arg)
             defer_msg(rt, &msg);
             continue;
         }
+        th->took_sparse = false;
         serve_fault(rt, th, msg.arg.pagefault.address, msg.arg.pagefault.flags, t0);
+        if (th->took_sparse && !th->spare)
+            reserve_spare(rt, th);
         pthread_rwlock_unlock(&rt->epoch);
     }
+    release_spare(rt, th);
     return NULL;
 }

@@ -76,6 +76,9 @@ struct rt_thread {
     pcow_runtime *rt;
     pthread_t tid;
     uint8_t *buf; /* one cluster of scratch */
+    uint64_t spare; /* a sparse cluster reserved ahead for the next fine-grained COW (0: none),
+                       reserved after a wake, off the fault's path; released when the thread ends */
+    bool took_sparse; /* the fault just served consumed a sparse cluster: reserve the next one */
     char msg[600]; /* detail of the fault being served when it fails */
 };
 
@@ -128,6 +131,10 @@ struct pcow_runtime {
     _Atomic uint64_t c_faults, c_read_zero, c_read_lower, c_expansions, c_cows, c_cow_bytes, c_wp, c_stale,
         c_deferred, c_errors, c_pool_hits, c_pool_misses, c_pool_refills, c_populated, c_mmaps;
     struct rt_hist h_fault, h_exp, h_cow, h_read;
+#ifdef RT_STEP_TIMING
+    /* `make STEP_TIMING=1`: time spent per step of expansions and COWs (ns), printed at unmap */
+    _Atomic uint64_t st_n, st_take, st_copy, st_entry, st_mmap, st_wake;
+#endif
 
     pthread_mutex_t err_lock;
     char err[1024];
@@ -136,6 +143,14 @@ struct pcow_runtime {
 
 #define INC(x) atomic_fetch_add_explicit(&rt->x, 1, memory_order_relaxed)
 #define ADD(x, n) atomic_fetch_add_explicit(&rt->x, (n), memory_order_relaxed)
+
+#ifdef RT_STEP_TIMING
+#define STEP(t) uint64_t t = rt_now_ns()
+#define STEP_ADD(f, d) atomic_fetch_add_explicit(&rt->f, (d), memory_order_relaxed)
+#else
+#define STEP(t) (void)0
+#define STEP_ADD(f, d) (void)0
+#endif
 
 /* runtime.c */
 int rt_err(pcow_runtime *rt, int e, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -122,7 +122,10 @@ int pcow_runtime_unmap(pcow_runtime *rt, char *err, size_t errlen);
 
 void *pcow_runtime_addr(const pcow_runtime *rt);       /* start of the range */
 uint64_t pcow_runtime_size(const pcow_runtime *rt);    /* bytes: the virtual size */
-uint64_t pcow_runtime_length(const pcow_runtime *rt);  /* bytes reserved: virtual size rounded up to the cluster */
+/* Bytes reserved: the virtual size rounded up to the cluster. The tail [size, length) never
+ * faults with an error: it reads zeros, and stores there are accepted but are not part of the
+ * image (pcow_read never returns them; they need not survive a snapshot, rollback or reopen). */
+uint64_t pcow_runtime_length(const pcow_runtime *rt);
 pcow_image *pcow_runtime_image(const pcow_runtime *rt);
 /* Last error of a runtime call or of a fault that failed (never NULL). */
 const char *pcow_runtime_errmsg(pcow_runtime *rt);
@@ -135,7 +138,19 @@ int pcow_runtime_sync(pcow_runtime *rt);
 /* Snapshot / rollback while mapped. Accessors may keep running: the range is swapped
  * atomically (mremap) for a fresh registered placeholder, so an access during the switch
  * waits in its fault until the new state is served. A write that completes before the call
- * starts is in the snapshot; a write racing with it lands either in the snapshot or after it. */
+ * starts is in the snapshot; a CPU write racing with it (user mode, or a kernel copy such as
+ * read() into the range) lands either in the snapshot or after it.
+ *
+ * DMA contract: the caller drains I/O that writes into the range through pinned pages
+ * (O_DIRECT reads, io_uring, vhost, AIO) before calling snapshot or rollback; QEMU's live
+ * snapshot drains block I/O anyway. Such I/O pins the page that was mapped when it started:
+ * a file page of a cluster of the current active layer. A snapshot freezes that cluster, so a
+ * transfer still in flight lands in the snapshot after it was taken, and is missing from the
+ * active layer if the guest wrote that cluster meanwhile (the COW copied it before the device
+ * wrote); after a rollback it lands in the discarded layer. The runtime cannot see pins to
+ * wait for them. A transfer that completed before the call is in the snapshot (tested
+ * repeatedly with neighbour stores COWing the same cluster). Long-term pins (VFIO device
+ * assignment) never drain: do not combine them with snapshot/rollback. */
 int pcow_runtime_snapshot(pcow_runtime *rt, const char *name);
 int pcow_runtime_rollback(pcow_runtime *rt, const char *name_or_id);
 
