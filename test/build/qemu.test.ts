@@ -5,8 +5,12 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { readFile, writeFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nativeBins } from '../../src/build/native.ts';
+import { Experiment } from '../../src/experiment/schema.ts';
+import type { Manifest } from '../../src/results/types.ts';
+import { runExperiment } from '../../src/run/lifecycle.ts';
 import { debSrcFrom, ensureQemu, qemuCacheKey, type QemuBuild } from '../../src/build/qemu.ts';
 import { run } from '../../src/util/proc.ts';
 
@@ -124,6 +128,39 @@ describe('the build', () => {
     expect(debSrcFrom(deb822)).toBe('Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: bookworm\nComponents: main\n\nTypes: deb-src\nURIs: http://x/security\nSuites: bookworm-security\n');
     expect(debSrcFrom('# c\ndeb http://deb.debian.org/debian bookworm main\n')).toBe('deb-src http://deb.debian.org/debian bookworm main\n');
     expect(debSrcFrom('# nothing\n')).toBeNull();
+  });
+});
+
+describe('an experiment that uses QEMU', () => {
+  it('build.qemu is checked strictly: a typo is an error, not a default', () => {
+    const base = { name: 'x', workloads: { a: { tool: 'fio' } } };
+    expect(Experiment.parse({ ...base, build: { qemu: { source: '/src/qemu' } } }).build.qemu).toEqual({ source: '/src/qemu' });
+    expect(Experiment.parse(base).build).toEqual({});
+    expect(Experiment.safeParse({ ...base, build: { qemu: { sorce: '/x' } } }).success).toBe(false);
+    expect(Experiment.safeParse({ ...base, build: { qemuu: {} } }).success).toBe(false);
+  });
+
+  it('puts the binary hash, source version and patch hash into the run manifest', async () => {
+    const pm = `/dev/shm/pcow-test-qemu-${process.pid}`;
+    const file = path.join(dir, 'qemu-exp.yaml');
+    await writeFile(
+      file,
+      `name: qemu-prov\nhost:\n  pm: { kind: emulated, dir: ${pm} }\nrepetitions: 1\ntimeout: 1m\nbuild:\n  qemu: {}\n` +
+        `workloads:\n  qimg: { tool: qemu-img-bench, format: qcow2, size: 4MiB, count: 4096 }\n`,
+    );
+    const lines: string[] = [];
+    const out = await runExperiment({ file, resultsRoot: path.join(dir, 'results'), sink: { write: (t) => lines.push(t), isTTY: false }, print: () => undefined });
+    expect(out.exitCode, lines.join('')).toBe(0);
+    const manifest = JSON.parse(await readFile(path.join(out.runDir!, 'manifest.json'), 'utf8')) as Manifest;
+    expect(manifest.build.qemu).toMatchObject({
+      binary: q.binary,
+      binaryHash: q.binaryHash,
+      sourceVersion: q.sourceVersion,
+      patchHash: q.patchHash,
+      nativeHash: q.nativeHash,
+      cached: true,
+    });
+    rmSync(pm, { recursive: true, force: true });
   });
 });
 
