@@ -70,7 +70,7 @@ export function optValue(v: string | number | boolean): string {
 }
 
 function sizeText(n: number): string {
-  return n % MiB === 0 ? `${n / MiB} MiB` : `${n} bytes`;
+  return n % MiB === 0 ? `${n / MiB} MiB` : n % 1024 === 0 ? `${n / 1024} KiB` : `${n} bytes`;
 }
 
 function checkDisk(d: Disk, i: number): void {
@@ -218,7 +218,14 @@ export class Vm {
         if (Date.now() > deadline) throw await vm.failed(`QEMU opened no QMP socket within ${opts.qmpTimeoutMs ?? 15_000} ms`);
         await sleep(20);
       }
-      vm.qmp = await QmpClient.connect(qmp, Math.max(1000, deadline - Date.now()));
+      try {
+        vm.qmp = await QmpClient.connect(qmp, Math.max(1000, deadline - Date.now()));
+      } catch (e) {
+        // QEMU opens the socket before it creates the devices: a bad -object/-device makes it
+        // exit right after. Say that rather than a bare connection error.
+        await Promise.race([vm.exited, sleep(1000)]);
+        throw await vm.failed(vm.result ? 'QEMU exited before opening its QMP socket' : `QMP did not come up: ${(e as Error).message}`);
+      }
       return vm;
     } catch (e) {
       await vm.stop();
@@ -274,7 +281,8 @@ export class Vm {
     const err = await this.stderrTail();
     if (err) parts.push(`QEMU stderr: ${err}`);
     const lines = await this.serialTail(1000);
-    if (!/PCOW-INIT/.test(lines.join('\n'))) parts.push(bootStage(lines));
+    // Where the boot got to, unless QEMU never got as far as running the guest.
+    if (this.qmp && !/PCOW-INIT/.test(lines.join('\n'))) parts.push(bootStage(lines));
     return new VmError(`${parts.join('; ')} [argv: ${this.binary} ${this.argv.join(' ')}]`, lines.slice(-25));
   }
 
@@ -291,7 +299,7 @@ export class Vm {
       if (m) return m;
       if (/Kernel panic - not syncing[^\n]*/.test(text)) throw await this.failed(`the guest kernel panicked (${/Kernel panic - not syncing[^\n]*/.exec(text)?.[0]}) before ${what}`);
       if (exitedBefore) throw await this.failed(`QEMU exited before ${what} appeared on the serial console`);
-      if (Date.now() > deadline) throw await this.failed(`timed out after ${(timeoutMs / 1000).toFixed(1)} s waiting for ${what}`);
+      if (Date.now() > deadline) throw await this.failed(`timed out waiting for ${what} (${(this.uptimeMs / 1000).toFixed(1)} s after QEMU started)`);
       await sleep(50);
     }
   }
