@@ -10,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, open, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { createConnection, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { accelArgs, bootStage, serialLines, type Accel } from '../host/kvm.ts';
@@ -53,6 +54,11 @@ export interface VmSpec {
   disks?: Disk[];
   /** Extra QEMU arguments (firmware -L for a build-tree binary, say). */
   extraArgs?: string[];
+  /**
+   * A second serial port (the guest's /dev/ttyS1) on a unix socket: the host sends lines with
+   * Vm.send(), the guest reads them (guest-scripts/init: wait_host). The console stays ttyS0.
+   */
+  control?: boolean;
 }
 
 /** Where a VM keeps its files. */
@@ -60,6 +66,8 @@ export interface VmPaths {
   serial: string;
   qmp: string;
   pidfile: string;
+  /** The control channel's socket (used when spec.control). */
+  control: string;
 }
 
 /** A value inside a QEMU -object/-device option list: commas are doubled. */
@@ -116,6 +124,7 @@ export function qemuArgv(spec: VmSpec, paths: VmPaths): string[] {
     // panic=-1: a panicking guest reboots at once, and -no-reboot turns that into QEMU's exit.
     '-append', ['console=ttyS0', 'panic=-1', 'loglevel=4', spec.append ?? ''].join(' ').trim(),
   );
+  if (spec.control) args.push('-chardev', `socket,id=ctl,path=${optValue(paths.control)},server=on,wait=off`, '-device', 'isa-serial,chardev=ctl');
   let n = 0;
   for (const d of disks) {
     const i = n++;
@@ -207,7 +216,8 @@ export class Vm {
     await mkdir(dir, { recursive: true });
     // unix socket paths are limited to 107 bytes: keep the socket short when the dir is deep.
     const qmp = join(dir, 'qmp.sock').length < 100 ? join(dir, 'qmp.sock') : join(tmpdir(), `pcow-qmp-${randomBytes(6).toString('hex')}.sock`);
-    const paths: VmPaths = { serial: join(dir, 'serial.log'), qmp, pidfile: join(dir, 'qemu.pid') };
+    const control = qmp.replace(/qmp\.sock$/, 'ctl.sock').replace(/(pcow-qmp-[0-9a-f]+)\.sock$/, '$1-ctl.sock');
+    const paths: VmPaths = { serial: join(dir, 'serial.log'), qmp, pidfile: join(dir, 'qemu.pid'), control };
     const vm = new Vm(spec, paths, dir, ownDir, spec.qemu ?? 'qemu-system-x86_64', join(dir, 'qemu.stderr'));
     const onAbort = (): void => void vm.stop();
     opts.signal?.addEventListener('abort', onAbort, { once: true });
@@ -319,6 +329,26 @@ export class Vm {
     }
   }
 
+  private ctl: Socket | null = null;
+
+  /** Send one line to the guest's /dev/ttyS1 (needs spec.control). */
+  async send(line: string): Promise<void> {
+    if (!this.spec.control) throw new Error('Vm.send: this VM was started without a control channel (spec.control)');
+    if (/[\r\n]/.test(line)) throw new Error(`Vm.send: ${JSON.stringify(line)} holds a line break`);
+    if (!this.ctl) {
+      const sock = createConnection(this.paths.control);
+      await new Promise<void>((resolve, reject) => {
+        sock.once('connect', resolve);
+        sock.once('error', (e) => reject(new Error(`control channel ${this.paths.control}: ${e.message}`)));
+      });
+      sock.on('data', () => {}); // the guest tty's echo, if any
+      sock.on('error', () => {});
+      this.ctl = sock;
+    }
+    const ctl = this.ctl;
+    await new Promise<void>((resolve, reject) => ctl.write(`${line}\n`, (e) => (e ? reject(e) : resolve())));
+  }
+
   /** SIGKILL QEMU now (a crash, as the tests need) and wait for it to be gone. */
   async kill9(): Promise<void> {
     if (this.result) return;
@@ -340,9 +370,10 @@ export class Vm {
   /** Stop QEMU (SIGTERM, SIGKILL after 2 s), close QMP, remove a temp dir. Idempotent. */
   async stop(): Promise<RunResult> {
     this.qmp?.close('VM stopped');
+    this.ctl?.destroy();
     if (!this.result) this.ac.abort();
     const r = await this.exited;
-    if (this.paths.qmp.startsWith(tmpdir()) && !this.paths.qmp.startsWith(this.dir)) await rm(this.paths.qmp, { force: true });
+    if (!this.paths.qmp.startsWith(this.dir)) await Promise.all([rm(this.paths.qmp, { force: true }), rm(this.paths.control, { force: true })]);
     if (this.ownDir) await rm(this.dir, { recursive: true, force: true });
     return r;
   }

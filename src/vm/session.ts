@@ -19,6 +19,8 @@ export interface GuestRunOptions extends GuestSetup {
   timeoutMs?: number;
   memory?: number;
   extraArgs?: string[];
+  /** Give the guest a control channel (/dev/ttyS1, Vm.send; the script's wait_host). */
+  control?: boolean;
   /** Called once the guest's init is up (PCOW-INIT seen), e.g. to drive QMP while it runs. */
   whileRunning?: (vm: Vm) => Promise<void>;
   /**
@@ -59,6 +61,7 @@ export async function runGuest(opts: GuestRunOptions): Promise<GuestRun> {
       append: `pcowtoken=${token}`,
       disks: opts.disks,
       extraArgs: opts.extraArgs,
+      control: opts.control,
     };
     const started = Date.now();
     vm = await Vm.start(spec, { dir, signal: opts.signal });

@@ -30,7 +30,7 @@ function qemuGone(pid: number): boolean {
 }
 
 describe('guest over a raw NVDIMM file (stock QEMU)', () => {
-  it('guest writes at several offsets of /dev/pmem0 land in the file; host data is read by the guest', async () => {
+  it('guest writes at several offsets of /dev/pmem0 land in the file; host data is read by the guest; QMP and the control channel work while it runs', async () => {
     const size = 64 * MiB;
     const img = join(dir, 'raw.img');
     await writeFile(img, '');
@@ -45,10 +45,15 @@ describe('guest over a raw NVDIMM file (stock QEMU)', () => {
       accel,
       disks: [{ kind: 'nvdimm', backend: { type: 'raw', path: img, size } }],
       script: await guestScript('write-offsets.sh'),
-      env: { OFFSETS: offsets.join(' '), READ_OFFSETS: String(8 * MiB), TAG: 'raw' },
+      env: { OFFSETS: offsets.join(' '), READ_OFFSETS: String(8 * MiB), TAG: 'raw', WAIT_HOST: 'write-now' },
+      control: true,
       whileRunning: async (vm) => {
         pid = await vm.pid();
         status = await vm.qmp!.execute('query-status');
+        // The guest holds its writes until told on the control channel.
+        await vm.waitFor(/PCOW-WAIT-HOST write-now/, 60_000);
+        expect((await readFile(img)).subarray(0, 8).toString('latin1')).toBe('\0'.repeat(8));
+        await vm.send('write-now');
       },
     });
     expect(r.rc, r.lines.slice(-20).join('\n')).toBe(0);

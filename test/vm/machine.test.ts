@@ -11,7 +11,7 @@ import { GiB, MiB, optValue, qemuArgv, type VmSpec } from '../../src/vm/machine.
 import { modinfo, resolveModules } from '../../src/vm/modules.ts';
 import { QmpClient, QmpError } from '../../src/vm/qmp.ts';
 
-const paths = { serial: '/r/serial.log', qmp: '/r/qmp.sock', pidfile: '/r/qemu.pid' };
+const paths = { serial: '/r/serial.log', qmp: '/r/qmp.sock', pidfile: '/r/qemu.pid', control: '/r/ctl.sock' };
 const base: VmSpec = { accel: 'tcg', kernel: '/k/vmlinuz', initrd: '/k/initrd' };
 
 function after(argv: string[], flag: string): string[] {
