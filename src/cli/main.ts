@@ -25,6 +25,10 @@ usage:
 
   pcow-harness deps
       Install (as root) the Debian packages the tests need, or print the exact apt-get command.
+  pcow-harness build-qemu [--source DIR|TARBALL] [--json]
+      Build QEMU with native/qemu/*.patch (memory-backend-file format=pcow) into the cache, or reuse
+      the cached build of the same source, patches, libpcow and configure flags. Default source:
+      \`apt-get source qemu\` (as root it adds a deb-src entry if there is none).
 
 npm run experiment -- FILE is "run FILE".`;
 
@@ -112,6 +116,18 @@ export async function main(argv: string[]): Promise<number> {
         parse(rest, {});
         const { ensureTestDeps } = await import('./deps.ts');
         await ensureTestDeps((l) => process.stderr.write(`${l}\n`));
+        return 0;
+      }
+      case 'build-qemu': {
+        const { values, positionals } = parse(rest, { source: { type: 'string' }, json: { type: 'boolean' } });
+        if (positionals.length > 0) throw new UsageError(`build-qemu takes no arguments, got: ${positionals.join(' ')}`);
+        const { ensureQemu } = await import('../build/qemu.ts');
+        const q = await ensureQemu({ source: values.source as string | undefined, log: (l) => process.stderr.write(`${l}\n`) });
+        process.stdout.write(
+          values.json
+            ? `${JSON.stringify(q, null, 2)}\n`
+            : `${q.binary}\n  source ${q.sourceVersion}, patches ${q.patchHash.slice(0, 12)}, libpcow ${q.nativeHash.slice(0, 12)}, binary sha256 ${q.binaryHash.slice(0, 12)}\n  ${q.cached ? 'cached' : 'built'} in ${q.seconds.toFixed(1)} s (log: ${q.logFile})\n`,
+        );
         return 0;
       }
       case undefined:

@@ -99,6 +99,16 @@ export const Figure = z.strictObject({
   yScale: z.enum(['linear', 'log']).default('linear'),
 });
 
+/** The patched QEMU (src/build/qemu.ts): present when the experiment's guests need it. */
+export const BuildQemu = z.strictObject({
+  /** A QEMU source directory or tarball; default: Debian's (`apt-get source qemu`). */
+  source: z.string().min(1).optional(),
+});
+
+export const Build = z.strictObject({
+  qemu: BuildQemu.optional(),
+});
+
 /** A named workload: `tool` selects the runner, the rest are its parameters (checked by the tool). */
 export const WorkloadSpec = z.looseObject({ tool: z.string() });
 
@@ -117,6 +127,8 @@ export const Experiment = z.strictObject({
   /** interleaved: repetition r of every cell before r+1 (spreads machine drift over backends). */
   order: z.enum(['interleaved', 'sequential']).default('interleaved'),
   /** name → workload; the `workload` axis picks one per cell (or the only one). */
+  /** Builds beyond the native code (which workloads ask for themselves). */
+  build: Build.default({}),
   workloads: z.record(z.string().regex(/^[A-Za-z0-9_-]+$/, 'workload names may use letters, digits, _ and - (they become part of cell ids)'), WorkloadSpec),
   matrix: Matrix.default({ axes: {}, zip: [], exclude: [] }),
   figures: z.array(Figure).default([]),

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { run } from '../util/proc.ts';
 import { repoRoot } from '../util/paths.ts';
+import type { Manifest } from './types.ts';
 
 export interface HarnessInfo {
   version: string;
@@ -21,5 +22,26 @@ export async function harnessInfo(): Promise<HarnessInfo> {
     commit: head.exitCode === 0 ? head.stdout.trim() : null,
     dirty: status.exitCode === 0 ? status.stdout.trim() !== '' : null,
     node: process.version,
+  };
+}
+
+/** What a run's QEMU binary is made of, for the manifest (build.qemu). */
+export function qemuProvenance(q: {
+  binary: string;
+  binaryHash: string;
+  sourceVersion: string;
+  patchHash: string;
+  nativeHash: string;
+  cached: boolean;
+  seconds: number;
+}): NonNullable<Manifest['build']['qemu']> {
+  return {
+    binary: q.binary,
+    binaryHash: q.binaryHash,
+    sourceVersion: q.sourceVersion,
+    patchHash: q.patchHash,
+    nativeHash: q.nativeHash,
+    cached: q.cached,
+    seconds: Math.round(q.seconds * 10) / 10,
   };
 }

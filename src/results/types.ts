@@ -94,7 +94,11 @@ export interface Manifest {
   /** When `tools` was read. */
   toolsProbedAt?: string;
   setup: SetupStep[];
-  build: { native?: { sourceHash: string; durationMs: number } };
+  build: {
+    native?: { sourceHash: string; durationMs: number };
+    /** The patched QEMU the run's guests use (src/build/qemu.ts): what the binary is made of. */
+    qemu?: { binary: string; binaryHash: string; sourceVersion: string; patchHash: string; nativeHash: string; cached: boolean; seconds: number };
+  };
   cells: { total: number; ok: number; failed: number; timeout: number; interrupted: number; pending: number };
   error?: string;
 }

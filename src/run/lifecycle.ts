@@ -16,7 +16,7 @@ import { ensureCommands, step } from '../host/install.ts';
 import { buildNative, nativeBinDir } from '../build/native.ts';
 import { getWorkload, registryLookup } from '../workloads/registry.ts';
 import type { AnyWorkload, WorkloadContext } from '../workloads/types.ts';
-import { harnessInfo } from '../results/provenance.ts';
+import { harnessInfo, qemuProvenance } from '../results/provenance.ts';
 import { repoRoot } from '../util/paths.ts';
 import { RunDir } from '../results/rundir.ts';
 import type { CellStatus, Manifest, RepetitionRecord, SampleRow, SetupStep } from '../results/types.ts';
@@ -205,6 +205,13 @@ export async function runExperiment(req: RunRequest): Promise<RunOutcome> {
     if (needsNative) {
       const b = await buildNative({ signal: runAbort.signal, log: (l) => progress.log(l) });
       runDir.manifest.build.native = { sourceHash: b.sourceHash, durationMs: b.durationMs };
+      await runDir.saveManifest();
+    }
+    if (config.build.qemu) {
+      const { ensureQemu } = await import('../build/qemu.ts');
+      const q = await ensureQemu({ source: config.build.qemu.source, signal: runAbort.signal, log: (l) => progress.log(l) });
+      runDir.manifest.setup.push(...q.steps);
+      runDir.manifest.build.qemu = qemuProvenance(q);
       await runDir.saveManifest();
     }
 
