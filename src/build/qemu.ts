@@ -143,7 +143,8 @@ const aptEnv = { DEBIAN_FRONTEND: 'noninteractive', APT_LISTCHANGES_FRONTEND: 'n
 
 /** The Debian source package's version apt would fetch, from `apt-get source --print-uris`. */
 function dscFromPrintUris(out: string): { url: string; file: string; version: string } | null {
-  const m = /'([^']+\/(qemu_([^_'\s]+)\.dsc))'/.exec(out);
+  // "'http://.../qemu_7.2%2bdfsg-7.dsc' qemu_7.2+dfsg-7.dsc 5521 SHA256:...": the second field is decoded.
+  const m = /^'([^']+\.dsc)'\s+(qemu_([^_\s]+)\.dsc)\s/m.exec(out);
   return m ? { url: m[1]!, file: m[2]!, version: m[3]! } : null;
 }
 
@@ -266,8 +267,10 @@ async function resolveSource(o: Ctx, source: string | undefined): Promise<Source
     version: `debian:${dsc.version}`,
     unpack: async (dest) => {
       if (!existsSync(path.join(srcCache, dsc.file))) {
-        o.log(`qemu: apt-get source --download-only qemu=${dsc.version} (into ${srcCache})`);
-        await logged(o, 'apt-get source', 'apt-get', ['source', '--download-only', `qemu=${dsc.version}`], { cwd: srcCache, env: aptEnv, timeoutMs: 10 * 60_000 });
+        // Unpinned (the file name drops the epoch, "1:"): the same candidate --print-uris named.
+        o.log(`qemu: apt-get source --download-only qemu (${dsc.file}, into ${srcCache})`);
+        await logged(o, 'apt-get source', 'apt-get', ['source', '--download-only', 'qemu'], { cwd: srcCache, env: aptEnv, timeoutMs: 10 * 60_000 });
+        if (!existsSync(path.join(srcCache, dsc.file))) throw new Error(`apt-get source qemu did not download ${dsc.file} into ${srcCache} (log: ${o.logFile})`);
       }
       // dpkg-source applies Debian's own patches (as the Debian package is built).
       await logged(o, 'dpkg-source -x', 'dpkg-source', ['-x', path.join(srcCache, dsc.file), dest]);
