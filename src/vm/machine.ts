@@ -282,7 +282,7 @@ export class Vm {
   }
 
   /** A VmError saying what happened, with QEMU's exit status, stderr and the console tail. */
-  async failed(what: string): Promise<VmError> {
+  async failed(what: string, around?: RegExp): Promise<VmError> {
     const parts = [what];
     if (this.result) {
       const r = this.result;
@@ -293,7 +293,10 @@ export class Vm {
     const lines = await this.serialTail(1000);
     // Where the boot got to, unless QEMU never got as far as running the guest.
     if (this.qmp && !/PCOW-INIT/.test(lines.join('\n'))) parts.push(bootStage(lines));
-    return new VmError(`${parts.join('; ')} [argv: ${this.binary} ${this.argv.join(' ')}]`, lines.slice(-25));
+    // The tail, or the lines around `around` (a panic's trace keeps arriving after its first line).
+    const at = around ? lines.findIndex((l) => around.test(l)) : -1;
+    const tail = at >= 0 ? lines.slice(Math.max(0, at - 10), at + 15) : lines.slice(-25);
+    return new VmError(`${parts.join('; ')} [argv: ${this.binary} ${this.argv.join(' ')}]`, tail);
   }
 
   /**
@@ -307,7 +310,8 @@ export class Vm {
       const text = serialLines(await this.serial()).join('\n');
       const m = pattern.exec(text);
       if (m) return m;
-      if (/Kernel panic - not syncing[^\n]*/.test(text)) throw await this.failed(`the guest kernel panicked (${/Kernel panic - not syncing[^\n]*/.exec(text)?.[0]}) before ${what}`);
+      const panic = /Kernel panic - not syncing[^\n]*/.exec(text);
+      if (panic) throw await this.failed(`the guest kernel panicked (${panic[0]}) before ${what}`, /Kernel panic - not syncing/);
       if (exitedBefore) throw await this.failed(`QEMU exited before ${what} appeared on the serial console`);
       if (Date.now() > deadline) throw await this.failed(`timed out waiting for ${what} (${(this.uptimeMs / 1000).toFixed(1)} s after QEMU started)`);
       await sleep(50);

@@ -51,12 +51,12 @@ export async function runGuest(opts: GuestRunOptions): Promise<GuestRun> {
   const timeoutMs = opts.timeoutMs ?? (accel === 'kvm' ? 30_000 : 90_000);
   let vm: Vm | undefined;
   try {
-    const initrd = await bootInitrd(guest.initramfs, join(dir, 'initrd.gz'), opts.script, opts.env);
+    const initrd = await bootInitrd(guest.initramfs, join(dir, 'initrd.cpio'), opts.script, opts.env);
     const spec: VmSpec = {
       qemu: opts.qemu,
       accel,
       memory: opts.memory,
-      kernel: guest.kernel.vmlinuz,
+      kernel: guest.bootKernel,
       initrd,
       append: `pcowtoken=${token}`,
       disks: opts.disks,
