@@ -9,7 +9,7 @@ import { guestScript } from '../../src/vm/guest.ts';
 import { MiB, liveVmCount, type Accel, type Disk } from '../../src/vm/machine.ts';
 import { runGuest } from '../../src/vm/session.ts';
 import { nativeBins } from '../../src/build/native.ts';
-import { ensureQemu } from '../../src/build/qemu.ts';
+import { patchedQemu } from './patched-qemu.ts';
 import { runChecked } from '../../src/util/proc.ts';
 import { pcowImgCheck } from '../../src/workloads/pcow-img.ts';
 
@@ -67,7 +67,7 @@ describe('fs-dax ext4 on the NVDIMM survives kill -9 of QEMU', () => {
   });
 
   it('pcow NVDIMM (patched QEMU): synced files intact, e2fsck -fn clean, pcow-img check clean; query-pcow after mkfs + writes', async () => {
-    const qemu = await ensureQemu({ log: (l) => console.log(l) });
+    const qemu = await patchedQemu();
     const size = 256 * MiB;
     const img = join(dir, 'dax.pcow');
     await runChecked(nativeBins().pcowImg, ['create', '-c', '64K', img, '256M']);

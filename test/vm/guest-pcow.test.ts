@@ -3,12 +3,12 @@
 // stays a few clusters; offline (pcow-img) and live (QMP) snapshots roll back to what the guest
 // wrote before; a base image's data is visible to the guest and its writes never reach the base.
 import { createHash } from 'node:crypto';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nativeBins } from '../../src/build/native.ts';
-import { ensureQemu, type QemuBuild } from '../../src/build/qemu.ts';
+import { patchedQemu, type PatchedQemu } from './patched-qemu.ts';
 import { runChecked } from '../../src/util/proc.ts';
 import { guestScript } from '../../src/vm/guest.ts';
 import { GiB, MiB, liveVmCount, type Accel, type Disk } from '../../src/vm/machine.ts';
@@ -17,12 +17,12 @@ import { pcowImgCheck, pcowImgInfo } from '../../src/workloads/pcow-img.ts';
 
 const accel = (process.env.PCOW_VM_ACCEL ?? 'tcg') as Accel;
 const pcowImg = nativeBins().pcowImg;
-let qemu: QemuBuild;
+let qemu: PatchedQemu;
 let dir = '';
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'pcow-vm-pcow-'));
-  qemu = await ensureQemu({ log: (l) => console.log(l) });
+  qemu = await patchedQemu();
 }, 30 * 60_000);
 afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
@@ -47,15 +47,16 @@ function pcowDisk(path: string, size: number): Disk {
   return { kind: 'nvdimm', backend: { type: 'pcow', path, size } };
 }
 
-async function guest(image: string, size: number, env: Record<string, string>, more: Partial<GuestRunOptions> = {}) {
+async function guest(image: string, size: number, env: Record<string, string>, more: Partial<GuestRunOptions> & { scriptName?: string } = {}) {
+  const { scriptName, ...rest } = more;
   const r = await runGuest({
     accel,
     qemu: qemu.binary,
     extraArgs: qemu.firmwareArgs,
     disks: [pcowDisk(image, size)],
-    script: await guestScript(more.script ?? 'write-offsets.sh'),
+    script: await guestScript(scriptName ?? 'write-offsets.sh'),
     env,
-    ...more,
+    ...rest,
   });
   if (r.rc !== null) expect(r.rc, r.lines.slice(-25).join('\n')).toBe(0);
   return r;
@@ -84,8 +85,14 @@ describe('guests on a pcow NVDIMM (patched QEMU)', () => {
     for (const off of offsets) expect(map.some((e) => e.data && e.start <= off && off < e.start + e.length), `map covers ${off}`).toBe(true);
     const raw = join(dir, 'thin.raw');
     await img('convert', '-f', 'pcow', '-O', 'raw', image, raw);
-    const fh = await readFile(raw);
-    for (const off of offsets) expect(fh.subarray(off, off + 32).toString('latin1').replace(/\0+$/, '')).toBe(`pcow-gen1-${off}`);
+    expect((await stat(raw)).size).toBe(size);
+    const fh = await open(raw, 'r');
+    for (const off of offsets) {
+      const b = Buffer.alloc(32);
+      await fh.read(b, 0, 32, off);
+      expect(b.toString('latin1').replace(/\0+$/, '')).toBe(`pcow-gen1-${off}`);
+    }
+    await fh.close();
     await rm(raw);
 
     await img('snapshot', '-c', 'before', image);
@@ -114,7 +121,7 @@ describe('guests on a pcow NVDIMM (patched QEMU)', () => {
       size,
       { OFFSETS: offsets.join(' '), BUSY_OFFSET: String(200 * MiB) },
       {
-        script: 'live-snapshot.sh',
+        scriptName: 'live-snapshot.sh',
         control: true,
         whileRunning: async (vm) => {
           await vm.waitFor(/PCOW-WAIT-HOST snapshot-taken/, 60_000);
