@@ -66,7 +66,17 @@ function ensureNdctlTree(opts: GuestSetup): Promise<string> {
 
 async function fetchNdctl(opts: GuestSetup): Promise<string> {
   const root = opts.install === false ? false : undefined;
-  const show = await aptRun('apt-cache', ['show', '--no-all-versions', ...NDCTL_PACKAGES], { signal: opts.signal, timeoutMs: 60_000, root });
+  let show: string;
+  try {
+    show = await aptRun('apt-cache', ['show', '--no-all-versions', ...NDCTL_PACKAGES], { signal: opts.signal, timeoutMs: 60_000, root });
+  } catch (e) {
+    // Offline: any complete earlier download will do.
+    const base = cacheDir('guest-debs');
+    for (const name of (await readdir(base).catch(() => [] as string[])).sort().reverse()) {
+      if (name.startsWith('ndctl-') && existsSync(join(base, name, 'done'))) return join(base, name, 'root');
+    }
+    throw new Error(`no ndctl for the guest: apt-cache cannot answer (${(e as Error).message}) and none is cached in ${base}`);
+  }
   const versions = [...show.matchAll(/^Package:\s*(\S+)\s*\n(?:.*\n)*?Version:\s*(\S+)/gm)].map((m) => `${m[1]}=${m[2]}`).sort();
   if (versions.length !== NDCTL_PACKAGES.length) throw new Error(`apt-cache show found ${versions.length} of the ${NDCTL_PACKAGES.length} packages ${NDCTL_PACKAGES.join(' ')}`);
   const key = createHash('sha256').update(versions.join('\n')).digest('hex').slice(0, 16);
