@@ -11,3 +11,5 @@ for off in $OFFSETS; do
   printf 'pcow-%s-%s' "$TAG" "$off" | dd of=/dev/pmem0 bs=4096 seek=$((off / 4096)) conv=notrunc,fsync 2>/dev/null
 done
 result wrote "$OFFSETS"
+# With HOLD set, stay up (after the writes) until the host says so (it queries QEMU meanwhile).
+[ -z "$HOLD" ] || wait_host "$HOLD"

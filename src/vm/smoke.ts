@@ -36,14 +36,15 @@ export async function bootSmoke(o: BootSmokeOptions): Promise<string> {
     extraArgs: qemu.firmwareArgs,
     disks: [{ kind: 'nvdimm', backend: { type: 'pcow', path: o.image, size } }],
     script: await guestScript('write-offsets.sh'),
-    env: { OFFSETS: offsets.join(' '), READ_OFFSETS: offsets.join(' '), TAG: 'boot', WAIT_HOST: 'write' },
+    env: { OFFSETS: offsets.join(' '), READ_OFFSETS: offsets.join(' '), TAG: 'boot', WAIT_HOST: 'write', HOLD: 'off' },
     control: true,
     log: o.log,
     whileRunning: async (vm) => {
       await vm.waitFor(/PCOW-WAIT-HOST write/, 60_000);
       await vm.send('write');
-      await vm.waitFor(/PCOW-RESULT wrote/, 60_000);
+      await vm.waitFor(/PCOW-WAIT-HOST off/, 60_000);
       stats = await vm.qmp!.execute('query-pcow');
+      await vm.send('off');
     },
   });
   const after = (await pcowImgInfo(pcowImg, o.image)).result;
