@@ -178,7 +178,7 @@ export class Vm {
   qmp: QmpClient | null = null;
   /** Set once QEMU has exited. */
   result: RunResult | null = null;
-  private serialText = '';
+  private serialBuf = Buffer.alloc(0);
   private readonly exited: Promise<RunResult>;
   private readonly ac = new AbortController();
   private readonly startedAt = Date.now();
@@ -258,18 +258,20 @@ export class Vm {
   /** The serial console so far (raw text). */
   async serial(): Promise<string> {
     const fh = await open(this.paths.serial, 'r').catch(() => null);
-    if (!fh) return this.serialText;
-    try {
-      const { size } = await fh.stat();
-      if (size > this.serialText.length) {
-        const b = Buffer.alloc(size - Buffer.byteLength(this.serialText));
-        await fh.read(b, 0, b.length, Buffer.byteLength(this.serialText));
-        this.serialText += b.toString('utf8');
+    if (fh) {
+      try {
+        const { size } = await fh.stat();
+        if (size > this.serialBuf.length) {
+          // Bytes, not characters: a read may end inside a UTF-8 sequence.
+          const b = Buffer.alloc(size - this.serialBuf.length);
+          const { bytesRead } = await fh.read(b, 0, b.length, this.serialBuf.length);
+          this.serialBuf = Buffer.concat([this.serialBuf, b.subarray(0, bytesRead)]);
+        }
+      } finally {
+        await fh.close();
       }
-    } finally {
-      await fh.close();
     }
-    return this.serialText;
+    return this.serialBuf.toString('utf8');
   }
 
   async serialTail(n = 25): Promise<string[]> {

@@ -22,7 +22,7 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function daxCrash(disks: Disk[], qemu?: { binary: string; firmwareArgs: string[] }): Promise<{ bootMs: number; killedMs: number; secondMs: number; stats: unknown }> {
+async function daxCrash(disks: Disk[], qemu?: { binary: string; firmwareArgs: string[] }, env: Record<string, string> = {}): Promise<{ bootMs: number; killedMs: number; secondMs: number; stats: unknown }> {
   let stats: unknown = null;
   const first = await runGuest({
     accel,
@@ -30,7 +30,7 @@ async function daxCrash(disks: Disk[], qemu?: { binary: string; firmwareArgs: st
     extraArgs: qemu?.firmwareArgs,
     disks,
     script: await guestScript('fsdax-write.sh'),
-    env: { FILES: '3', FILE_KIB: '192' },
+    env: { FILES: '3', FILE_KIB: '192', ...env },
     atMarker: {
       pattern: /PCOW-SYNCED/,
       action: async (vm) => {
@@ -66,12 +66,14 @@ describe('fs-dax ext4 on the NVDIMM survives kill -9 of QEMU', () => {
     console.log(`fs-dax crash test, raw (${accel}): first boot to init ${(t.bootMs / 1000).toFixed(1)} s, killed at ${(t.killedMs / 1000).toFixed(1)} s; second boot ${(t.secondMs / 1000).toFixed(1)} s`);
   });
 
-  it('pcow NVDIMM (patched QEMU): synced files intact, e2fsck -fn clean, pcow-img check clean; query-pcow after mkfs + writes', async () => {
+  it('pcow NVDIMM with a label area (patched QEMU): labels initialized, synced files intact, e2fsck -fn clean, pcow-img check clean; query-pcow after mkfs + writes', async () => {
     const qemu = await patchedQemu();
-    const size = 256 * MiB;
+    // label-size 128K: the pmem part must be N x 16 MiB, so the image is 256 MiB + the label.
+    const labelSize = 128 * 1024;
+    const size = 256 * MiB + labelSize;
     const img = join(dir, 'dax.pcow');
-    await runChecked(nativeBins().pcowImg, ['create', '-c', '64K', img, '256M']);
-    const t = await daxCrash([{ kind: 'nvdimm', backend: { type: 'pcow', path: img, size } }], qemu);
+    await runChecked(nativeBins().pcowImg, ['create', '-c', '64K', img, String(size)]);
+    const t = await daxCrash([{ kind: 'nvdimm', labelSize, backend: { type: 'pcow', path: img, size } }], qemu, { LABELS: '1' });
     const check = (await pcowImgCheck(nativeBins().pcowImg, img)).result;
     expect(check, JSON.stringify(check.messages)).toMatchObject({ status: 'clean', corruptions: 0, checkErrors: 0 });
     expect(t.stats).toEqual([expect.objectContaining({ id: 'pmem0', stats: expect.anything() })]);
