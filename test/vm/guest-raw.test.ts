@@ -7,8 +7,9 @@ import { mkdtemp, open, readFile, rm, truncate, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { guestScript } from '../../src/vm/guest.ts';
-import { MiB, VmError, liveVmCount, type Accel } from '../../src/vm/machine.ts';
+import { killAllChildren } from '../../src/util/proc.ts';
+import { ensureGuestImage, guestScript } from '../../src/vm/guest.ts';
+import { MiB, Vm, VmError, liveVmCount, type Accel } from '../../src/vm/machine.ts';
 import { runGuest } from '../../src/vm/session.ts';
 
 const accel = (process.env.PCOW_VM_ACCEL ?? 'tcg') as Accel;
@@ -79,6 +80,20 @@ describe('guest over a raw NVDIMM file (stock QEMU)', () => {
     const err = await runGuest({ accel, disks: [], script: 'true\n', timeoutMs: 1500 }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(VmError);
     expect((err as VmError).message).toMatch(/timed out waiting for the guest init to start \(1\.\d s after QEMU started\); .*(firmware|kernel|boot loader|hung)/);
+    expect(liveVmCount()).toBe(0);
+  });
+});
+
+describe('teardown', () => {
+  it("the harness's SIGINT/SIGTERM path (killAllChildren) kills a running QEMU, and stop() then returns", async () => {
+    const guest = await ensureGuestImage();
+    const vm = await Vm.start({ accel, kernel: guest.bootKernel, initrd: guest.initramfs, append: 'pcowtoken=teardown' });
+    const pid = await vm.pid();
+    expect(qemuGone(pid)).toBe(false);
+    expect(killAllChildren('SIGKILL')).toBeGreaterThanOrEqual(1);
+    const r = await vm.stop();
+    expect(r.signal).toBe('SIGKILL');
+    expect(qemuGone(pid)).toBe(true);
     expect(liveVmCount()).toBe(0);
   });
 });
