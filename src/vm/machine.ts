@@ -225,7 +225,7 @@ export class Vm {
     try {
       const deadline = Date.now() + (opts.qmpTimeoutMs ?? 15_000);
       while (!existsSync(qmp)) {
-        if (vm.result) throw await vm.failed('QEMU exited before opening its QMP socket');
+        if (vm.result) throw await vm.failed('QEMU exited during startup (before its QMP socket was ready)');
         if (Date.now() > deadline) throw await vm.failed(`QEMU opened no QMP socket within ${opts.qmpTimeoutMs ?? 15_000} ms`);
         await sleep(20);
       }
@@ -235,7 +235,7 @@ export class Vm {
         // QEMU opens the socket before it creates the devices: a bad -object/-device makes it
         // exit right after. Say that rather than a bare connection error.
         await Promise.race([vm.exited, sleep(1000)]);
-        throw await vm.failed(vm.result ? 'QEMU exited before opening its QMP socket' : `QMP did not come up: ${(e as Error).message}`);
+        throw await vm.failed(vm.result ? 'QEMU exited during startup (before its QMP socket was ready)' : `QMP did not come up: ${(e as Error).message}`);
       }
       return vm;
     } catch (e) {

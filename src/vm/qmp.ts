@@ -42,7 +42,7 @@ export class QmpClient {
   private readonly pending = new Map<string, Pending>();
   private waiters: EventWaiter[] = [];
   private closedReason: string | null = null;
-  private greeting: ((g: Record<string, unknown>) => void) | null = null;
+  private greeting: { resolve: (g: Record<string, unknown>) => void; reject: (e: Error) => void } | null = null;
 
   private constructor(
     private readonly sock: Socket,
@@ -74,9 +74,16 @@ export class QmpClient {
     const c = new QmpClient(sock, path);
     const greeting = await new Promise<Record<string, unknown>>((resolve, reject) => {
       const t = setTimeout(() => reject(new QmpError(`QMP ${path}: no greeting within ${timeoutMs} ms`, 'Timeout')), timeoutMs);
-      c.greeting = (g) => {
-        clearTimeout(t);
-        resolve(g);
+      c.greeting = {
+        resolve: (g) => {
+          clearTimeout(t);
+          resolve(g);
+        },
+        // QEMU may accept the connection and exit before greeting (a device that fails to start).
+        reject: (e) => {
+          clearTimeout(t);
+          reject(e);
+        },
       };
     }).catch((e: unknown) => {
       c.close('no greeting');
@@ -107,7 +114,7 @@ export class QmpClient {
       return;
     }
     if ('QMP' in msg) {
-      this.greeting?.(msg);
+      this.greeting?.resolve(msg);
       this.greeting = null;
       return;
     }
@@ -182,6 +189,8 @@ export class QmpClient {
   close(reason = 'closed by the harness'): void {
     if (this.closedReason !== null) return;
     this.closedReason = reason;
+    this.greeting?.reject(new QmpError(`QMP ${this.path}: ${reason} before its greeting`, 'Closed'));
+    this.greeting = null;
     for (const [, p] of this.pending) {
       clearTimeout(p.timer);
       p.reject(new QmpError(`QMP ${p.command}: ${reason}`, 'Closed'));

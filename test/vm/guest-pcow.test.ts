@@ -10,8 +10,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nativeBins } from '../../src/build/native.ts';
 import { patchedQemu, type PatchedQemu } from './patched-qemu.ts';
 import { runChecked } from '../../src/util/proc.ts';
-import { guestScript } from '../../src/vm/guest.ts';
-import { GiB, MiB, liveVmCount, type Accel, type Disk } from '../../src/vm/machine.ts';
+import { bootInitrd, ensureGuestImage, guestScript } from '../../src/vm/guest.ts';
+import { GiB, MiB, Vm, VmError, liveVmCount, type Accel, type Disk } from '../../src/vm/machine.ts';
 import { runGuest, type GuestRunOptions } from '../../src/vm/session.ts';
 import { pcowImgCheck, pcowImgInfo } from '../../src/workloads/pcow-img.ts';
 
@@ -168,6 +168,24 @@ describe('guests on a pcow NVDIMM (patched QEMU)', () => {
     expect(await imgRead(base, 16 * MiB)).toBe('from-the-base');
     await expectClean(image);
     await expectClean(base);
+  });
+
+  it('a second QEMU on an image a running guest holds fails at start with the lock message; the first keeps running', async () => {
+    const image = join(dir, 'locked.pcow');
+    await img('create', '-c', '64K', image, '64M');
+    const g = await ensureGuestImage();
+    const initrd = await bootInitrd(g.initramfs, join(dir, 'lock-initrd.cpio'), 'sleep 600\n'); // the guest stays up
+    const spec = { accel, qemu: qemu.binary, extraArgs: qemu.firmwareArgs, kernel: g.bootKernel, initrd, append: 'pcowtoken=lock', disks: [pcowDisk(image, 64 * MiB)] };
+    const first = await Vm.start(spec);
+    try {
+      const err = await Vm.start(spec).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(VmError);
+      expect((err as Error).message).toMatch(/QEMU exited during startup \(before its QMP socket was ready\); QEMU exited with code 1 .*QEMU stderr: .*locked\.pcow.*locked by another process/);
+      await expect(first.qmp!.execute('query-status')).resolves.toMatchObject({ status: 'running' });
+    } finally {
+      await first.stop();
+    }
+    expect(liveVmCount()).toBe(0);
   });
 
   // Under TCG, QEMU 7.2 has no path to turn the runtime's memory error (UFFDIO_POISON -> SIGBUS

@@ -104,7 +104,7 @@ describe('Vm.start failures', () => {
     expect(existsSync(img)).toBe(false);
     const err = await runGuest({ accel, disks: [{ kind: 'nvdimm', backend: { type: 'raw', path: img, size: 16 * MiB } }], script: 'true\n' }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(VmError);
-    expect((err as Error).message).toMatch(/QEMU exited before opening its QMP socket; QEMU exited with code 1 .*QEMU stderr: .*nothing\.img/);
+    expect((err as Error).message).toMatch(/QEMU exited during startup \(before its QMP socket was ready\); QEMU exited with code 1 .*QEMU stderr: .*nothing\.img/);
     expect(liveVmCount()).toBe(0);
   });
 });

@@ -139,6 +139,16 @@ describe('QmpClient (against a scripted fake QEMU)', () => {
     await expect(q.execute('query-status')).rejects.toThrow(/connection closed \(test over\)/);
   });
 
+  it('a QEMU that accepts the connection and exits before its greeting fails the connect at once, not at the timeout', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'pcow-qmp-test-'));
+    const path = join(dir, 'qmp.sock');
+    server = createServer((sock) => sock.destroy());
+    await new Promise<void>((r) => server!.listen(path, r));
+    const t = Date.now();
+    await expect(QmpClient.connect(path, 10_000)).rejects.toThrow(/QEMU closed the QMP connection before its greeting/);
+    expect(Date.now() - t).toBeLessThan(2000);
+  });
+
   it('fails clearly when nothing listens', async () => {
     dir = await mkdtemp(join(tmpdir(), 'pcow-qmp-test-'));
     await expect(QmpClient.connect(join(dir, 'none.sock'), 500)).rejects.toThrow(/none\.sock: cannot connect/);
