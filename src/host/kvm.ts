@@ -15,15 +15,11 @@ import { failure, run } from '../util/proc.ts';
 import { cacheDir } from './cache.ts';
 import { cpioNewc } from './cpio.ts';
 import { aptRun, ensureCommands, type InstallOptions } from './install.ts';
-import { accelArgs, type Accel } from '../vm/accel.ts';
-import { bootStage, serialLines } from '../vm/console.ts';
-
-// The accelerator argv and the serial-console readers live with the VM harness (src/vm/), which
-// boots every other guest; re-exported for the probe's callers.
-export { accelArgs, bootStage, serialLines, type Accel };
 
 /** What the probe may do: install missing packages (install) and what it reports doing (log). */
 export type ProbeSetup = Pick<InstallOptions, 'signal' | 'install' | 'log'>;
+
+export type Accel = 'kvm' | 'tcg';
 
 export interface ProbeKernel {
   /** Debian binary package, e.g. linux-image-6.1.0-56-amd64. */
@@ -264,6 +260,33 @@ export interface BootProbeResult {
 
 export const DEFAULT_KVM_TIMEOUT_MS = 25_000;
 export const DEFAULT_TCG_TIMEOUT_MS = 40_000;
+
+export function accelArgs(accel: Accel): string[] {
+  // -cpu host under KVM failed on MSR 0x10a on our hosts; dropping arch-capabilities passes it.
+  return accel === 'kvm' ? ['-accel', 'kvm', '-cpu', 'host,-arch-capabilities'] : ['-accel', 'tcg', '-cpu', 'max'];
+}
+
+/** Printable serial text: ANSI escapes and carriage returns removed, non-empty lines. */
+export function serialLines(raw: string): string[] {
+  return raw
+    .replace(/\x1b\[[0-9;?]*[A-Za-z]|\x1b[A-Za-z]/g, '\n')
+    .replace(/\r/g, '')
+    .split('\n')
+    .map((l) => l.trimEnd())
+    .filter((l) => l.trim() !== '');
+}
+
+/** Where a boot got to, judged from its serial output. */
+export function bootStage(lines: readonly string[]): string {
+  if (lines.length === 0) return 'the guest hung before even the firmware printed anything';
+  const text = lines.join('\n');
+  if (/Kernel panic/.test(text)) return 'the guest kernel panicked';
+  if (/^\[\s*\d+\.\d+\]/m.test(text) || /Run \/init|Freeing unused/.test(text)) return 'the kernel printed messages but /init never reported';
+  if (/Decompressing Linux|Booting the kernel/.test(text)) return 'the guest hung in or right after kernel decompression';
+  if (/Probing EDD|Booting from ROM/.test(text)) return 'the guest hung after the boot loader handed over to the kernel (kernel decompression or early boot), before any kernel message';
+  if (/SeaBIOS/.test(text)) return 'the guest hung in the firmware';
+  return 'the guest stopped at an unrecognised point';
+}
 
 /** Boot the probe guest under `accel` and report whether it reached userspace in time. */
 export async function bootProbe(accel: Accel, opts: BootProbeOptions = {}): Promise<BootProbeResult> {

@@ -13,8 +13,7 @@ import { tmpdir } from 'node:os';
 import { createConnection, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { accelArgs, type Accel } from './accel.ts';
-import { bootStage, serialLines } from './console.ts';
+import { accelArgs, bootStage, serialLines, type Accel } from '../host/kvm.ts';
 import { run, type RunResult } from '../util/proc.ts';
 import { QmpClient } from './qmp.ts';
 

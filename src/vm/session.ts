@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { serialLines } from './console.ts';
+import { serialLines } from '../host/kvm.ts';
 import { bootInitrd, ensureGuestImage, type GuestSetup } from './guest.ts';
 import { Vm, type Accel, type Disk, type VmSpec } from './machine.ts';
 
