@@ -29,6 +29,10 @@ usage:
       Build QEMU with native/qemu/*.patch (memory-backend-file format=pcow) into the cache, or reuse
       the cached build of the same source, patches, libpcow and configure flags. Default source:
       \`apt-get source qemu\` (as root it adds a deb-src entry if there is none).
+  pcow-harness boot [IMAGE] [--size SIZE] [--accel tcg|kvm]
+      Build (or reuse) the patched QEMU and boot the test guest on the pcow image IMAGE (default
+      pcow-guest.img; created with SIZE, default 4G, when missing): it writes at three offsets of
+      /dev/pmem0 and powers off; prints boot times, clusters used, pcow-img check and query-pcow.
 
 npm run experiment -- FILE is "run FILE".`;
 
@@ -128,6 +132,17 @@ export async function main(argv: string[]): Promise<number> {
             ? `${JSON.stringify(q, null, 2)}\n`
             : `${q.binary}\n  source ${q.sourceVersion}, patches ${q.patchHash.slice(0, 12)}, libpcow ${q.nativeHash.slice(0, 12)}, binary sha256 ${q.binaryHash.slice(0, 12)}\n  ${q.cached ? 'cached' : 'built'} in ${q.seconds.toFixed(1)} s (log: ${q.logFile})\n`,
         );
+        return 0;
+      }
+      case 'boot': {
+        const { values, positionals } = parse(rest, { size: { type: 'string' }, accel: { type: 'string' } });
+        if (positionals.length > 1) throw new UsageError(`boot takes one image, got: ${positionals.join(' ')}`);
+        const accel = (values.accel as string | undefined) ?? 'tcg';
+        if (accel !== 'tcg' && accel !== 'kvm') throw new UsageError(`--accel must be tcg or kvm, got "${accel}"`);
+        const { bootSmoke } = await import('../vm/smoke.ts');
+        const image = path.resolve(process.env.INIT_CWD ?? process.cwd(), positionals[0] ?? 'pcow-guest.img');
+        const out = await bootSmoke({ image, size: values.size as string | undefined, accel, log: (l) => process.stderr.write(`${l}\n`) });
+        process.stdout.write(`${out}\n`);
         return 0;
       }
       case undefined:
