@@ -40,9 +40,24 @@ async function listSources(dir: string): Promise<string[]> {
 
 /** sha256 over native sources (path + content), stable across machines. */
 export async function nativeSourceHash(): Promise<string> {
-  const h = createHash('sha256');
   if (!existsSync(nativeDir)) return 'none';
-  for (const f of await listSources(nativeDir)) {
+  return hashFiles(await listSources(nativeDir));
+}
+
+/** What QEMU links statically: libpcow and libpcow-runtime (sources, headers, Makefiles), not
+ * the tests, tools or benchmarks, so that a test change does not rebuild QEMU. */
+export async function nativeLibHash(): Promise<string> {
+  if (!existsSync(nativeDir)) return 'none';
+  const lib = (await listSources(nativeDir)).filter((f) => {
+    const r = path.relative(nativeDir, f);
+    return /^(src|include)\//.test(r) || r === 'Makefile' || /^runtime\/([^/]+\.[ch]|Makefile|include\/.*)$/.test(r);
+  });
+  return hashFiles(lib);
+}
+
+async function hashFiles(files: readonly string[]): Promise<string> {
+  const h = createHash('sha256');
+  for (const f of files) {
     h.update(path.relative(nativeDir, f));
     h.update('\0');
     h.update(await readFile(f));

@@ -13,7 +13,7 @@ import { cacheDir } from '../host/cache.ts';
 import { ensureCommands, isRoot, step, type CommandRequirement } from '../host/install.ts';
 import type { SetupStep } from '../results/types.ts';
 import { failure, run, type RunOptions } from '../util/proc.ts';
-import { buildNative, nativeDir, nativeSourceHash } from './native.ts';
+import { buildNative, nativeDir, nativeLibHash } from './native.ts';
 
 export const qemuPatchDir = path.join(nativeDir, 'qemu');
 
@@ -371,7 +371,7 @@ export async function ensureQemu(opts: QemuBuildOptions = {}): Promise<QemuBuild
   await buildNative({ signal: opts.signal, log });
   const patches = await qemuPatches();
   const patchHash = await qemuPatchHash(patches);
-  const nativeHash = await nativeSourceHash();
+  const nativeHash = await nativeLibHash();
   const base = cacheDir('qemu');
   const tmpLog = path.join(base, 'last-resolve.log');
   await writeFile(tmpLog, '');
