@@ -469,7 +469,22 @@ int steady_setup(struct steady_env *e, const char *img, const char *rawpath, uin
                 goto out;
             }
         }
-        void *m = e->rfd >= 0 ? mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, e->rfd, 0) : MAP_FAILED;
+        /* 2 MiB aligned, as QEMU maps a memory backend (QEMU_VMALLOC_ALIGN) and as the runtime
+         * aligns its range: a kernel-chosen address may forbid PMD-sized mappings of large
+         * folios, which would measure the address, not the image format */
+        void *m = MAP_FAILED;
+        uint8_t *res = e->rfd >= 0 ? mmap(NULL, size + 2 * MiB, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+                                   : MAP_FAILED;
+        if (res != MAP_FAILED) {
+            uint8_t *at = (uint8_t *)(((uintptr_t)res + 2 * MiB - 1) & ~(uintptr_t)(2 * MiB - 1));
+            if (at > res)
+                munmap(res, (size_t)(at - res));
+            if (res + size + 2 * MiB > at + size)
+                munmap(at + size, (size_t)(res + size + 2 * MiB - (at + size)));
+            m = mmap(at, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, e->rfd, 0);
+            if (m == MAP_FAILED)
+                munmap(at, size);
+        }
         if (m == MAP_FAILED) {
             snprintf(err, errlen, "%s: %s", rawpath, strerror(errno));
             r = -1;
