@@ -33,6 +33,16 @@ result bench-cow "$(pcow-bench case cow --cow-unit 4K --clusters "$COW_CLUSTERS"
 
 # steady, pcow vs raw on the same mount; while it runs, how the two ranges are mapped
 # (/proc/PID/smaps: FilePmdMapped, kB) per file, sampled once a second (the last sample counts).
+# 6.1's smaps counts no DAX (devmap) mapping, so the fs_dax trace events say it too: PMD and PTE
+# faults per file and result (NOPAGE: mapped at that size; FALLBACK: a PMD fault fell back to PTEs).
+T=/sys/kernel/tracing
+mount -t tracefs nodev $T 2> /dev/null || true
+tracing=
+if [ -e $T/events/fs_dax/dax_pmd_fault_done/enable ]; then
+  echo 0 > $T/tracing_on && echo > $T/trace && echo 8192 > $T/buffer_size_kb &&
+    echo 1 > $T/events/fs_dax/dax_pmd_fault_done/enable && echo 1 > $T/events/fs_dax/dax_pte_fault_done/enable &&
+    echo 1 > $T/tracing_on && tracing=1
+fi
 pcow-bench case steady --backend both --size "$STEADY_SIZE" --seconds "$STEADY_SECONDS" --rounds "$STEADY_ROUNDS" --dir $B > /tmp/steady.json &
 pid=$!
 while kill -0 "$pid" 2> /dev/null; do
@@ -41,8 +51,25 @@ while kill -0 "$pid" 2> /dev/null; do
        f != "" && /^FilePmdMapped:/ { pmd[f] += $2 }
        END { for (f in rss) printf "%s rss=%d pmd=%d;", f, rss[f], pmd[f] }' "/proc/$pid/smaps" > /tmp/smaps.now 2> /dev/null &&
     [ -s /tmp/smaps.now ] && cp /tmp/smaps.now /tmp/smaps.last
+  ls -i $B > /tmp/ino.now 2> /dev/null && [ -s /tmp/ino.now ] && cp /tmp/ino.now /tmp/ino.last
   sleep 1
 done
 wait "$pid"
 result bench-steady "$(cat /tmp/steady.json)"
 result steady-smaps "$(cat /tmp/smaps.last 2> /dev/null)"
+if [ -n "$tracing" ]; then
+  echo 0 > $T/tracing_on
+  # inode numbers in the trace are hex
+  while read -r i n; do printf 'ino %#x %s\n' "$i" "$n"; done < /tmp/ino.last > /tmp/ino.hex
+  awk 'NR == FNR { name[$2] = $3; next }
+       /dax_p[mt][de]_fault_done/ {
+         kind = ($0 ~ /dax_pmd/) ? "pmd" : "pte"; ino = ""
+         for (i = 1; i < NF; i++) if ($i == "ino") ino = $(i + 1)
+         if (!(ino in name)) next
+         n[name[ino] " " kind " " $NF]++
+       }
+       END { for (k in n) printf "%s=%d;", k, n[k] }' /tmp/ino.hex $T/trace > /tmp/dax-faults
+  result steady-dax-faults "$(cat /tmp/dax-faults)"
+else
+  result steady-dax-faults "no fs_dax trace events"
+fi
