@@ -259,19 +259,31 @@ async function ensureVmlinux(kernel: ProbeKernel, opts: GuestSetup): Promise<str
 
 /**
  * The initrd for one boot: the cached base archive (uncompressed) followed by a small archive holding the
- * test script (/test.sh) and its parameters (/test.env, shell assignments).
+ * test script (/test.sh), its parameters (/test.env, shell assignments) and `binaries` (host
+ * executables, as /usr/bin/NAME with their shared libraries).
  */
-export async function bootInitrd(base: string, outFile: string, script: string, env: Record<string, string> = {}): Promise<string> {
+export async function bootInitrd(base: string, outFile: string, script: string, env: Record<string, string> = {}, binaries: readonly string[] = []): Promise<string> {
   const envText = Object.entries(env)
     .map(([k, v]) => {
       if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new Error(`guest env: bad variable name ${JSON.stringify(k)}`);
       return `${k}='${v.replace(/'/g, `'\\''`)}'\n`;
     })
     .join('');
-  const extra = cpioNewc([
+  const entries: CpioEntry[] = [
     { kind: 'file', path: 'test.sh', data: Buffer.from(script), mode: 0o755 },
     { kind: 'file', path: 'test.env', data: Buffer.from(envText) },
-  ]);
+  ];
+  // Host binaries for this boot (e.g. the native tools) as /usr/bin/NAME, with their libraries
+  // (into directories the base archive already has: lib/x86_64-linux-gnu, lib64).
+  const files = new Map<string, string>();
+  for (const b of binaries) {
+    const name = basename(b);
+    if (files.has(`usr/bin/${name}`)) throw new Error(`guest binaries: two named ${name}`);
+    files.set(`usr/bin/${name}`, b);
+    for (const [g, h] of await sharedLibraries(b)) files.set(g, h);
+  }
+  for (const [g, h] of [...files].sort()) entries.push({ kind: 'file', path: g, data: await readFile(h), mode: 0o755 });
+  const extra = cpioNewc(entries);
   await writeFile(outFile, Buffer.concat([await readFile(base), extra]));
   return outFile;
 }

@@ -15,6 +15,8 @@ export interface GuestRunOptions extends GuestSetup {
   /** The test script's text (see guest-scripts/init for the helpers it may call). */
   script: string;
   env?: Record<string, string>;
+  /** Host executables the script runs, as /usr/bin/NAME (their shared libraries come along). */
+  binaries?: string[];
   /** Boot + test + power-off bound (default 90 s under TCG, 30 s under KVM). */
   timeoutMs?: number;
   memory?: number;
@@ -51,7 +53,7 @@ export async function runGuest(opts: GuestRunOptions): Promise<GuestRun> {
   const timeoutMs = opts.timeoutMs ?? (accel === 'kvm' ? 30_000 : 90_000);
   let vm: Vm | undefined;
   try {
-    const initrd = await bootInitrd(guest.initramfs, join(dir, 'initrd.cpio'), opts.script, opts.env);
+    const initrd = await bootInitrd(guest.initramfs, join(dir, 'initrd.cpio'), opts.script, opts.env, opts.binaries);
     const spec: VmSpec = {
       qemu: opts.qemu,
       accel,
