@@ -28,16 +28,6 @@ static bool is_zero(const uint8_t *p, uint64_t n)
     return true;
 }
 
-/* Size file f must have for the logical image to end at e. */
-static uint64_t file_size_for_end(const pcow_image *img, uint64_t e, uint32_t f)
-{
-    if (img->nfiles == 1)
-        return e;
-    uint64_t units = e >> img->h.ubits, rounds = units / img->nfiles, rem = units % img->nfiles;
-    uint64_t part = e & (img->unit - 1);
-    return (rounds << img->h.ubits) + (f < rem ? img->unit : f == rem ? part : 0);
-}
-
 /* Advance *c over clusters whose refmap bit equals `set` (64 at a time where aligned), up to lim. */
 static void refmap_run(const pcow_image *img, uint64_t *c, uint64_t lim, bool set)
 {
@@ -221,7 +211,7 @@ int pcow_check(const char *path, unsigned flags, unsigned repair, struct pcow_ch
                 }
             uint64_t ne = (last_ref + 1) * img->csize;
             for (uint32_t f = 0; f < img->nfiles; f++) {
-                uint64_t fs = file_size_for_end(img, ne, f);
+                uint64_t fs = pcow__file_size_at(img, ne, f);
                 if (fs < img->fsize[f] && ftruncate(img->fd[f], (off_t)fs) < 0) {
                     res->check_errors++;
                     say(&ck, "error", "%s: cannot truncate %s: %s", path, img->fpath[f], strerror(errno));

@@ -338,8 +338,7 @@ int pcow_reserve_for(pcow_image *img, uint64_t vc, bool sparse, uint64_t *addr)
     return r < 0 ? r : pcow__reserve_for(img, vc, sparse, addr);
 }
 
-/* Size file f must have for the logical image to end at e (e cluster aligned). */
-static uint64_t file_size_at(const pcow_image *img, uint64_t e, uint32_t f)
+uint64_t pcow__file_size_at(const pcow_image *img, uint64_t e, uint32_t f)
 {
     if (img->nfiles == 1)
         return e;
@@ -420,7 +419,7 @@ int pcow_reclaim(pcow_image *img, uint64_t *freed)
     hi *= cs;
     if (hi < img->end) {
         for (uint32_t f = 0; f < img->nfiles; f++) {
-            uint64_t fs = file_size_at(img, hi, f);
+            uint64_t fs = pcow__file_size_at(img, hi, f);
             if (fs >= img->fsize[f])
                 continue;
             if (ftruncate(img->fd[f], (off_t)fs) < 0) {

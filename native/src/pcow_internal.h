@@ -164,6 +164,8 @@ bool pcow__in_file(const pcow_image *img, uint64_t addr, uint64_t len);
  * (SEEK_DATA/SEEK_HOLE; a file system without them reports everything as data); false when
  * the rest is holes. Runs are cut at stripe units. Cost: one lseek per stripe file + one. */
 bool pcow__data_range(const pcow_image *img, uint64_t addr, uint64_t end, uint64_t *ds, uint64_t *de);
+/* Size stripe file f must have for the logical image to end at e (cluster aligned). */
+uint64_t pcow__file_size_at(const pcow_image *img, uint64_t e, uint32_t f);
 /* Logical address of offset off in stripe file f (the inverse of pcow__addr). */
 uint64_t pcow__logical(const pcow_image *img, uint32_t f, uint64_t off);
 
