@@ -13,29 +13,28 @@ import type { AxisScalar } from '../experiment/schema.ts';
 
 export type CellStatus = 'pending' | 'ok' | 'failed' | 'timeout' | 'interrupted';
 
-export interface RepetitionRecord {
-  repetition: number;
+/** One run of a cell's workload: when, how it ended, its raw output. */
+interface RunRecord {
   status: Exclude<CellStatus, 'pending'>;
   startedAt: string;
   endedAt: string;
-  /** prepare + the measured run + cleanup; warmup runs are not included (see CellRecord.warmups). */
   durationMs: number;
   /** Paths relative to the run directory. */
   rawFiles: string[];
   reason?: string;
 }
 
-/** An unmeasured run before a cell's first repetition: its own time and output, no samples. */
-export interface WarmupRecord {
+/** A measured repetition: durationMs is prepare + the measured run + cleanup; warmup runs are
+ * not included (see CellRecord.warmups). */
+export interface RepetitionRecord extends RunRecord {
+  repetition: number;
+}
+
+/** An unmeasured run before a cell's first repetition: its own time and output (under
+ * cells/<cell-id>/warmup-<n>/), no samples. */
+export interface WarmupRecord extends RunRecord {
   /** 0-based index of the warmup run. */
   warmup: number;
-  status: Exclude<CellStatus, 'pending'>;
-  startedAt: string;
-  endedAt: string;
-  durationMs: number;
-  /** Paths relative to the run directory (under cells/<cell-id>/warmup-<n>/). */
-  rawFiles: string[];
-  reason?: string;
 }
 
 export interface CellRecord {
