@@ -407,7 +407,7 @@ static int read_dir(pcow_image *img)
             snprintf(bad, sizeof bad, "reserved field at byte 36 is 0x%x, not 0", res);
         else if (!zero_tail)
             snprintf(bad, sizeof bad, "reserved bytes 104..127 are not zero");
-        if (bad[0] || nl > PCOW_LAYER_NAME_MAX) {
+        if (bad[0] || nl > PCOW_LAYER_NAME_MAX) { /* (nl: bad is set then too; the compiler needs it for the copy below) */
             r = pcow__corrupt(img, "layer directory record %u (id %u) has an invalid field: %s", i, L->id, bad);
             break;
         }
@@ -1435,8 +1435,8 @@ int pcow_probe_format(const char *path)
     if (fd < 0)
         return -errno;
     struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        int e = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+    int e = fstat(fd, &st) < 0 ? errno : S_ISREG(st.st_mode) ? 0 : S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+    if (e) {
         close(fd);
         return -e;
     }
@@ -1549,7 +1549,9 @@ int pcow_create(const char *path, const struct pcow_create_opts *o, char *err, s
         img->fd[f] = fd;
         struct stat fst;
         int fl = fcntl(fd, F_GETFL);
-        if (fstat(fd, &fst) < 0 || !S_ISREG(fst.st_mode))
+        if (fstat(fd, &fst) < 0)
+            return create_fail(img, err, errlen, pcow__err(img, errno, "cannot create %s: %s", name, strerror(errno)));
+        if (!S_ISREG(fst.st_mode))
             return create_fail(img, err, errlen, pcow__err(img, EINVAL, "cannot create %s: it exists and is %s", name, file_type(fst.st_mode)));
         if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0)
             return create_fail(img, err, errlen, pcow__err(img, errno, "cannot create %s: %s", name, strerror(errno)));
