@@ -140,8 +140,10 @@ int pcow_runtime_opt_parse(struct pcow_runtime_opts *o, const char *name, const 
 {
     const struct pcow_runtime_option *d = pcow_runtime_option_find(name);
     if (!d) {
-        fail(err, errlen, "unknown runtime option '%s' (known: prealloc-depth, cow-unit, handler-threads, read-fill)",
-             name);
+        char known[160] = "";
+        for (size_t i = 0; i < NOPTS; i++) /* from the table: a new option is named here too */
+            snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "", table[i].name);
+        fail(err, errlen, "unknown runtime option '%s' (known: %s)", name, known);
         return -ENOENT;
     }
     uint64_t v;

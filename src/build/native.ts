@@ -55,10 +55,11 @@ export async function nativeLibHash(): Promise<string> {
   return hashFiles(lib);
 }
 
-async function hashFiles(files: readonly string[]): Promise<string> {
+/** sha256 over files: each one's path relative to base, then its content (NUL-separated). */
+export async function hashFiles(files: readonly string[], base: string = nativeDir): Promise<string> {
   const h = createHash('sha256');
   for (const f of files) {
-    h.update(path.relative(nativeDir, f));
+    h.update(path.relative(base, f));
     h.update('\0');
     h.update(await readFile(f));
     h.update('\0');

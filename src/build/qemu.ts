@@ -8,12 +8,13 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
 import { appendFile, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { cacheDir } from '../host/cache.ts';
 import { ensureCommands, isRoot, step, type CommandRequirement } from '../host/install.ts';
 import type { SetupStep } from '../results/types.ts';
 import { failure, run, type RunOptions } from '../util/proc.ts';
-import { buildNative, nativeDir, nativeLibHash } from './native.ts';
+import { buildNative, hashFiles, nativeDir, nativeLibHash } from './native.ts';
 
 export const qemuPatchDir = path.join(nativeDir, 'qemu');
 
@@ -123,14 +124,7 @@ export async function qemuPatches(): Promise<string[]> {
 }
 
 export async function qemuPatchHash(patches?: string[]): Promise<string> {
-  const h = createHash('sha256');
-  for (const p of patches ?? (await qemuPatches())) {
-    h.update(path.basename(p));
-    h.update('\0');
-    h.update(await readFile(p));
-    h.update('\0');
-  }
-  return h.digest('hex');
+  return hashFiles(patches ?? (await qemuPatches()), qemuPatchDir); // relative path = the patch's name
 }
 
 export async function fileSha256(file: string): Promise<string> {
@@ -350,9 +344,10 @@ async function ninjaBuild(o: Ctx, buildDir: string, args: string[], timeoutMs: n
   }, 15_000);
   try {
     const r = await run('ninja', ['-C', buildDir, ...args], { signal: o.signal, timeoutMs, stdoutFile: ninjaLog, stderrFile: path.join(path.dirname(o.logFile), `${name}.err`) });
-    if (failure(r)) {
+    const why = failure(r);
+    if (why) {
       const tail = (await readFile(ninjaLog, 'utf8').catch(() => '')).split('\n').filter((l) => /error|Error|FAILED/.test(l)).slice(-8).join('\n');
-      throw new Error(`qemu build: ninja ${args.join(' ')} failed (${failure(r)?.split('\n')[0]})\n${tail}\n(full log: ${ninjaLog})`);
+      throw new Error(`qemu build: ninja ${args.join(' ')} failed (${why.split('\n')[0]})\n${tail}\n(full log: ${ninjaLog})`);
     }
   } finally {
     clearInterval(timer);
@@ -435,7 +430,7 @@ export async function ensureQemu(opts: QemuBuildOptions = {}): Promise<QemuBuild
     await mkdir(buildDir, { recursive: true });
     log(`qemu: configure ${configureFlags.join(' ')}`);
     await logged(o, 'configure', path.join(src, 'configure'), [`--prefix=${prefix}`, `--pcow=${nativeDir}`, ...configureFlags], { cwd: buildDir, timeoutMs: 10 * 60_000 });
-    const jobs = opts.jobs ?? (await import('node:os')).availableParallelism();
+    const jobs = opts.jobs ?? availableParallelism();
     const t0 = Date.now();
     log(`qemu: ninja -j${jobs} (output: ${path.join(dir, 'ninja.log')})`);
     await ninjaBuild(o, buildDir, [`-j${jobs}`, QEMU_BIN], timeoutMs, 'ninja');

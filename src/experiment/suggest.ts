@@ -108,7 +108,7 @@ export function capList(items: readonly string[], limit = LIST_LIMIT, sep = ', '
 /** `"a", "b", "c"`; long lists are cut so a message stays one readable line. */
 export function listChoices(choices: readonly string[], limit = LIST_LIMIT): string {
   if (choices.length === 0) return '(none)';
-  return capList(choices.slice(0, limit).map(q), limit) + (choices.length > limit ? ` and ${choices.length - limit} more` : '');
+  return capList(choices.map(q), limit);
 }
 
 /**
