@@ -229,7 +229,17 @@ export class Vm {
         await sleep(20);
       }
       try {
-        vm.qmp = await QmpClient.connect(qmp, Math.max(1000, deadline - Date.now()));
+        // QEMU binds the socket (the file appears) a moment before it listens: a connection in
+        // between is refused. Retry that while QEMU runs and time is left.
+        for (;;) {
+          try {
+            vm.qmp = await QmpClient.connect(qmp, Math.max(1000, deadline - Date.now()));
+            break;
+          } catch (e) {
+            if (!/ECONNREFUSED/.test((e as Error).message) || vm.result || Date.now() > deadline) throw e;
+            await sleep(20);
+          }
+        }
       } catch (e) {
         // QEMU opens the socket before it creates the devices: a bad -object/-device makes it
         // exit right after. Say that rather than a bare connection error.
