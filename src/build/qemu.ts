@@ -10,7 +10,7 @@ import { createReadStream, existsSync } from 'node:fs';
 import { appendFile, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
-import { cacheDir } from '../host/cache.ts';
+import { cacheDir, withCacheLock } from '../host/cache.ts';
 import { ensureCommands, isRoot, step, type CommandRequirement } from '../host/install.ts';
 import type { SetupStep } from '../results/types.ts';
 import { failure, run, type RunOptions } from '../util/proc.ts';
@@ -278,46 +278,6 @@ export function qemuCacheKey(parts: { sourceVersion: string; patchHash: string; 
   return h.digest('hex').slice(0, 16);
 }
 
-/** A lock directory so that two harness processes never build into the same key at once. */
-async function withLock<T>(lockDir: string, o: Ctx, fn: () => Promise<T>): Promise<T> {
-  const pidFile = path.join(lockDir, 'pid');
-  let announced = false;
-  for (;;) {
-    try {
-      await mkdir(lockDir);
-      await writeFile(pidFile, String(process.pid));
-      break;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      const pid = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
-      let alive = false;
-      if (pid > 0) {
-        try {
-          process.kill(pid, 0);
-          alive = true;
-        } catch {
-          alive = false;
-        }
-      }
-      if (!alive && pid > 0) {
-        await rm(lockDir, { recursive: true, force: true });
-        continue;
-      }
-      if (!announced) {
-        o.log(`qemu: waiting for another build of this key (pid ${pid || '?'}, lock ${lockDir})`);
-        announced = true;
-      }
-      if (o.signal?.aborted) throw new Error('qemu build: aborted while waiting for the build lock');
-      await new Promise((r) => setTimeout(r, 1000));
-    }
-  }
-  try {
-    return await fn();
-  } finally {
-    await rm(lockDir, { recursive: true, force: true });
-  }
-}
-
 async function readStamp(file: string): Promise<Stamp | null> {
   try {
     return JSON.parse(await readFile(file, 'utf8')) as Stamp;
@@ -411,7 +371,7 @@ export async function ensureQemu(opts: QemuBuildOptions = {}): Promise<QemuBuild
     log(`qemu: cached build ${key} (${source.version}, patches ${patchHash.slice(0, 12)}, libpcow ${nativeHash.slice(0, 12)}): ${binary}`);
     return hit;
   }
-  return withLock(`${dir}.lock`, pre, async () => {
+  return withCacheLock(`${dir}.lock`, 'qemu: another build of this key', pre, async () => {
     const again = await reuse();
     if (again) return again;
     await rm(dir, { recursive: true, force: true });

@@ -29,7 +29,7 @@ usage:
       Build QEMU with native/qemu/*.patch (memory-backend-file format=pcow) into the cache, or reuse
       the cached build of the same source, patches, libpcow and configure flags. Default source:
       \`apt-get source qemu\` (as root it adds a deb-src entry if there is none).
-  pcow-harness boot [IMAGE] [--size SIZE] [--accel tcg|kvm]
+  pcow-harness boot [IMAGE] [--size SIZE] [--accel tcg|kvm]   (default: the boot probe's verdict)
       Build (or reuse) the patched QEMU and boot the test guest on the pcow image IMAGE (default
       pcow-guest.img; created with SIZE, default 4G, when missing): it writes at three offsets of
       /dev/pmem0 and powers off; prints boot times, clusters used, pcow-img check and query-pcow.
@@ -113,6 +113,9 @@ export async function main(argv: string[]): Promise<number> {
         if (positionals.length > 0) throw new UsageError(`doctor takes no arguments, got: ${positionals.join(' ')}`);
         const { probeHost, formatProbe } = await import('../host/probe.ts');
         const p = await probeHost({ skipKvm: Boolean(values['no-kvm']), install: Boolean(values.install) });
+        // Guests booted later (boot, tests, runs) use this verdict without probing again.
+        const { rememberAccel } = await import('../vm/accel.ts');
+        await rememberAccel(p).catch((e: unknown) => process.stderr.write(`warning: the accelerator verdict was not remembered: ${(e as Error).message}\n`));
         process.stdout.write(values.json ? `${JSON.stringify(p, null, 2)}\n` : `${formatProbe(p)}\n`);
         return 0;
       }
@@ -137,11 +140,17 @@ export async function main(argv: string[]): Promise<number> {
       case 'boot': {
         const { values, positionals } = parse(rest, { size: { type: 'string' }, accel: { type: 'string' } });
         if (positionals.length > 1) throw new UsageError(`boot takes one image, got: ${positionals.join(' ')}`);
-        const accel = (values.accel as string | undefined) ?? 'tcg';
-        if (accel !== 'tcg' && accel !== 'kvm') throw new UsageError(`--accel must be tcg or kvm, got "${accel}"`);
+        const given = values.accel as string | undefined;
+        if (given !== undefined && given !== 'tcg' && given !== 'kvm') throw new UsageError(`--accel must be tcg or kvm, got "${given}"`);
+        const forced: 'tcg' | 'kvm' | undefined = given;
         const { bootSmoke } = await import('../vm/smoke.ts');
+        const { guestAccel } = await import('../vm/accel.ts');
+        const log = (l: string): void => void process.stderr.write(`${l}\n`);
+        const chosen = forced ? { accel: forced, why: '--accel' } : await guestAccel({ log });
+        log(`accelerator: ${chosen.accel} (${chosen.why})`);
+        const accel = chosen.accel;
         const image = path.resolve(process.env.INIT_CWD ?? process.cwd(), positionals[0] ?? 'pcow-guest.img');
-        const out = await bootSmoke({ image, size: values.size as string | undefined, accel, log: (l) => process.stderr.write(`${l}\n`) });
+        const out = await bootSmoke({ image, size: values.size as string | undefined, accel, log });
         process.stdout.write(`${out}\n`);
         return 0;
       }

@@ -11,6 +11,7 @@ import { parseDuration } from '../experiment/units.ts';
 import type { Cell } from '../experiment/cell.ts';
 import type { ExperimentConfig } from '../experiment/schema.ts';
 import { probeHost, probeTools } from '../host/probe.ts';
+import { rememberAccel } from '../vm/accel.ts';
 import { setupHost, type HostSession } from '../host/setup.ts';
 import { ensureCommands, step } from '../host/install.ts';
 import { buildNative, nativeBinDir } from '../build/native.ts';
@@ -154,6 +155,7 @@ export async function runExperiment(req: RunRequest): Promise<RunOutcome> {
       probeHost({ skipKvm: !needsGuest, signal: runAbort.signal, install: true, log: (l) => progress.log(l) }),
       harnessInfo(),
     ]);
+    if (needsGuest) await rememberAccel(probe).catch((e: unknown) => progress.log(`warning: the accelerator verdict was not remembered: ${(e as Error).message}`));
     const manifestBase = {
       schema: 1 as const,
       command: req.command ?? ['run', req.file],

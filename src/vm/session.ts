@@ -5,10 +5,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { serialLines } from '../host/kvm.ts';
+import { guestAccel } from './accel.ts';
 import { bootInitrd, ensureGuestImage, type GuestSetup } from './guest.ts';
 import { Vm, type Accel, type Disk, type VmSpec } from './machine.ts';
 
 export interface GuestRunOptions extends GuestSetup {
+  /** Default: the boot probe's verdict (accel.ts). */
   accel?: Accel;
   qemu?: string;
   disks: Disk[];
@@ -46,7 +48,7 @@ export interface GuestRun {
 }
 
 export async function runGuest(opts: GuestRunOptions): Promise<GuestRun> {
-  const accel = opts.accel ?? 'tcg';
+  const accel = opts.accel ?? (await guestAccel({ signal: opts.signal })).accel;
   const guest = await ensureGuestImage(opts);
   const dir = await mkdtemp(join(tmpdir(), 'pcow-guest-'));
   const token = randomBytes(6).toString('hex');

@@ -8,12 +8,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { guestScript } from '../../src/vm/guest.ts';
-import { GiB, liveVmCount, type Accel } from '../../src/vm/machine.ts';
+import { GiB, liveVmCount } from '../../src/vm/machine.ts';
+import { guestAccel } from '../../src/vm/accel.ts';
 import { runGuest } from '../../src/vm/session.ts';
 import { nativeBins, nativeDir, runtimeDir } from '../../src/build/native.ts';
 import { runChecked } from '../../src/util/proc.ts';
 
-const accel = (process.env.PCOW_VM_ACCEL ?? 'tcg') as Accel;
+// The boot probe's verdict (KVM where a guest really boots under it), or PCOW_VM_ACCEL.
+const { accel } = await guestAccel({ log: (l) => console.log(l) });
 let dir = '';
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'pcow-vm-daxrt-'));

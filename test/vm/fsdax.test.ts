@@ -6,14 +6,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { guestScript } from '../../src/vm/guest.ts';
-import { MiB, liveVmCount, type Accel, type Disk } from '../../src/vm/machine.ts';
+import { MiB, liveVmCount, type Disk } from '../../src/vm/machine.ts';
+import { guestAccel } from '../../src/vm/accel.ts';
 import { runGuest } from '../../src/vm/session.ts';
 import { nativeBins } from '../../src/build/native.ts';
 import { patchedQemu } from './patched-qemu.ts';
 import { runChecked } from '../../src/util/proc.ts';
 import { pcowImgCheck } from '../../src/workloads/pcow-img.ts';
 
-const accel = (process.env.PCOW_VM_ACCEL ?? 'tcg') as Accel;
+// The boot probe's verdict (KVM where a guest really boots under it), or PCOW_VM_ACCEL.
+const { accel } = await guestAccel({ log: (l) => console.log(l) });
 let dir = '';
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'pcow-vm-dax-'));

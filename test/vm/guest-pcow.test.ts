@@ -11,11 +11,13 @@ import { nativeBins } from '../../src/build/native.ts';
 import { patchedQemu, type PatchedQemu } from './patched-qemu.ts';
 import { runChecked } from '../../src/util/proc.ts';
 import { bootInitrd, ensureGuestImage, guestScript } from '../../src/vm/guest.ts';
-import { GiB, MiB, Vm, VmError, liveVmCount, type Accel, type Disk } from '../../src/vm/machine.ts';
+import { GiB, MiB, Vm, VmError, liveVmCount, type Disk } from '../../src/vm/machine.ts';
+import { guestAccel } from '../../src/vm/accel.ts';
 import { runGuest, type GuestRunOptions } from '../../src/vm/session.ts';
 import { pcowImgCheck, pcowImgInfo } from '../../src/workloads/pcow-img.ts';
 
-const accel = (process.env.PCOW_VM_ACCEL ?? 'tcg') as Accel;
+// The boot probe's verdict (KVM where a guest really boots under it), or PCOW_VM_ACCEL.
+const { accel } = await guestAccel({ log: (l) => console.log(l) });
 const pcowImg = nativeBins().pcowImg;
 let qemu: PatchedQemu;
 let dir = '';

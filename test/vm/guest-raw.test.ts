@@ -9,10 +9,12 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { killAllChildren } from '../../src/util/proc.ts';
 import { ensureGuestImage, guestScript } from '../../src/vm/guest.ts';
-import { MiB, Vm, VmError, liveVmCount, type Accel } from '../../src/vm/machine.ts';
+import { MiB, Vm, VmError, liveVmCount } from '../../src/vm/machine.ts';
+import { guestAccel } from '../../src/vm/accel.ts';
 import { runGuest } from '../../src/vm/session.ts';
 
-const accel = (process.env.PCOW_VM_ACCEL ?? 'tcg') as Accel;
+// The boot probe's verdict (KVM where a guest really boots under it), or PCOW_VM_ACCEL.
+const { accel } = await guestAccel({ log: (l) => console.log(l) });
 let dir = '';
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'pcow-vm-test-'));
