@@ -15,6 +15,7 @@ import { failure, run } from '../util/proc.ts';
 import { cacheDir } from './cache.ts';
 import { cpioNewc } from './cpio.ts';
 import { aptRun, ensureCommands, type InstallOptions } from './install.ts';
+import { sharedOnce } from '../util/once.ts';
 
 /** What the probe may do: install missing packages (install) and what it reports doing (log). */
 export type ProbeSetup = Pick<InstallOptions, 'signal' | 'install' | 'log'>;
@@ -88,19 +89,11 @@ export async function resolveKernelPackage(opts: ProbeSetup = {}): Promise<{ pac
   return { package: pkg, version: v[1] };
 }
 
-let kernelOnce: Promise<ProbeKernel> | undefined;
-
 /**
  * The probe/guest kernel, downloaded and extracted once into the cache. Offline (apt cannot
  * answer) it falls back to the newest kernel already in the cache.
  */
-export function ensureProbeKernel(opts: ProbeSetup = {}): Promise<ProbeKernel> {
-  kernelOnce ??= fetchKernel(opts).catch((e: unknown) => {
-    kernelOnce = undefined; // let a later call retry
-    throw e;
-  });
-  return kernelOnce;
-}
+export const ensureProbeKernel: (opts?: ProbeSetup) => Promise<ProbeKernel> = sharedOnce((opts: ProbeSetup = {}) => fetchKernel(opts));
 
 async function fetchKernel(opts: ProbeSetup): Promise<ProbeKernel> {
   const base = cacheDir('kernel');
@@ -195,16 +188,8 @@ export function isStaticElf(elf: Buffer): boolean {
   return true;
 }
 
-let initramfsOnce: Promise<string> | undefined;
-
 /** A gzip'd cpio initramfs (busybox-static + the probe /init), cached by content hash. */
-export function ensureProbeInitramfs(opts: ProbeSetup = {}): Promise<string> {
-  initramfsOnce ??= buildInitramfs(opts).catch((e: unknown) => {
-    initramfsOnce = undefined;
-    throw e;
-  });
-  return initramfsOnce;
-}
+export const ensureProbeInitramfs: (opts?: ProbeSetup) => Promise<string> = sharedOnce((opts: ProbeSetup = {}) => buildInitramfs(opts));
 
 async function buildInitramfs(opts: ProbeSetup): Promise<string> {
   await ensureCommands([{ command: BUSYBOX, debianPackage: 'busybox-static' }], opts);

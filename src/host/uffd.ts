@@ -10,6 +10,7 @@ import { failure, run } from '../util/proc.ts';
 import { cacheDir } from './cache.ts';
 import { repoRoot } from '../util/paths.ts';
 import { ensureCommands, type InstallOptions } from './install.ts';
+import { sharedOnce } from '../util/once.ts';
 
 type ProbeSetup = Pick<InstallOptions, 'signal' | 'install' | 'log'>;
 
@@ -49,16 +50,8 @@ export function uffdProbeSource(): string {
   return join(repoRoot, 'native', 'probe', 'uffd_probe.c');
 }
 
-let binaryOnce: Promise<string> | undefined;
-
 /** Compile uffd_probe.c into the cache (keyed by source and flags) once; returns the binary. */
-export function ensureUffdProbe(opts: ProbeSetup = {}): Promise<string> {
-  binaryOnce ??= compile(opts).catch((e: unknown) => {
-    binaryOnce = undefined;
-    throw e;
-  });
-  return binaryOnce;
-}
+export const ensureUffdProbe: (opts?: ProbeSetup) => Promise<string> = sharedOnce((opts: ProbeSetup = {}) => compile(opts));
 
 async function compile(opts: ProbeSetup): Promise<string> {
   const src = uffdProbeSource();

@@ -18,6 +18,7 @@ import { BUSYBOX, ensureProbeKernel, isStaticElf, type ProbeKernel } from '../ho
 import { repoRoot } from '../util/paths.ts';
 import { failure, run, runChecked } from '../util/proc.ts';
 import { resolveModules, type ModuleInfo } from './modules.ts';
+import { sharedOnce } from '../util/once.ts';
 
 export type GuestSetup = Pick<InstallOptions, 'signal' | 'install' | 'log'>;
 
@@ -53,16 +54,8 @@ export interface GuestImage {
   modules: ModuleInfo[];
 }
 
-let ndctlOnce: Promise<string> | undefined;
-
 /** The extracted ndctl packages (a directory tree), cached by package versions. */
-function ensureNdctlTree(opts: GuestSetup): Promise<string> {
-  ndctlOnce ??= fetchNdctl(opts).catch((e: unknown) => {
-    ndctlOnce = undefined;
-    throw e;
-  });
-  return ndctlOnce;
-}
+const ensureNdctlTree: (opts?: GuestSetup) => Promise<string> = sharedOnce((opts: GuestSetup = {}) => fetchNdctl(opts));
 
 async function fetchNdctl(opts: GuestSetup): Promise<string> {
   const root = opts.install === false ? false : undefined;
@@ -128,16 +121,8 @@ export async function sharedLibraries(binary: string, extraLibDirs: readonly str
   return out;
 }
 
-let guestOnce: Promise<GuestImage> | undefined;
-
 /** The guest kernel and base initramfs, built once per input hash and cached. */
-export function ensureGuestImage(opts: GuestSetup = {}): Promise<GuestImage> {
-  guestOnce ??= buildGuest(opts).catch((e: unknown) => {
-    guestOnce = undefined;
-    throw e;
-  });
-  return guestOnce;
-}
+export const ensureGuestImage: (opts?: GuestSetup) => Promise<GuestImage> = sharedOnce((opts: GuestSetup = {}) => buildGuest(opts));
 
 async function buildGuest(opts: GuestSetup): Promise<GuestImage> {
   await ensureCommands(
