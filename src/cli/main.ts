@@ -24,12 +24,13 @@ usage:
       Join the run directories of shards 1..N of one run into the new run directory OUT (each shard's
       host provenance kept). Missing or duplicate shards, or another experiment file, are errors (2).
   pcow-harness compare BASE NEW [--threshold PCT] [--min-reps K] [--metric NAME ...] [--markdown FILE|-]
-                       [--json FILE] [--calibration FILE] [--fail-on-regression] [--force]
+                       [--json FILE] [--calibration FILE] [--fail-on-regression] [--allow FIELD ...] [--force]
       Per cell and metric: change of the mean with a bootstrap 95% interval and a verdict (regression,
       improvement, no change, inconclusive) that needs the interval to exclude 0 and |change| above the
       threshold (default: the host's calibrated noise, else 5%), from at least K repetitions per side
       (default 3). Exit: 0 compared; 3 a regression with --fail-on-regression; 4 not comparable
-      (accelerator, PM kind, QEMU binary, libpcow, host kind or experiment file differ) unless --force.
+      (fields accelerator, pm, qemu, libpcow, host [kind], experiment differ) unless --force, or --allow FIELD
+      for an expected difference (a nightly job comparing new code: --allow qemu --allow libpcow).
   pcow-harness calibrate [FILE] [--cell ID ...] [--only key=value ...] [--runs N] [--out FILE] [--results DIR]
       Run the cells N times back to back (default 5) and store this host's noise floor per cell and
       metric (95th percentile of |change| between two A/A runs) in
@@ -140,6 +141,7 @@ export async function main(argv: string[]): Promise<number> {
           calibration: { type: 'string' },
           'fail-on-regression': { type: 'boolean' },
           force: { type: 'boolean' },
+          allow: { type: 'string', multiple: true },
         });
         if (positionals.length !== 2) throw new UsageError(`compare takes two run directories (BASE NEW), got ${positionals.length}`);
         const cwd = process.env.INIT_CWD ?? process.cwd();
@@ -157,6 +159,11 @@ export async function main(argv: string[]): Promise<number> {
         const minReps = number('min-reps', values['min-reps'], 1);
         if (minReps !== undefined && !Number.isInteger(minReps)) throw new UsageError(`--min-reps must be a whole number, got "${String(values['min-reps'])}"`);
         const { compareRuns, toMarkdown, toTable, refusalMessage } = await import('../compare/compare.ts');
+        const { COMPARED_FIELDS } = await import('../compare/provenance.ts');
+        const allow = (values.allow as string[] | undefined) ?? [];
+        for (const f of allow) {
+          if (!(COMPARED_FIELDS as readonly string[]).includes(f)) throw new UsageError(`--allow ${f}: not a provenance field; fields: ${COMPARED_FIELDS.join(', ')}`);
+        }
         const { readCalibration } = await import('../compare/calibration.ts');
         const calibration = values.calibration ? readCalibration(path.resolve(cwd, values.calibration as string)) : undefined;
         const c = compareRuns(base, next, {
@@ -164,6 +171,7 @@ export async function main(argv: string[]): Promise<number> {
           minReps,
           metrics: values.metric as string[] | undefined,
           force: Boolean(values.force),
+          allow: allow as (typeof COMPARED_FIELDS)[number][],
           calibration,
         });
         const md = values.markdown as string | undefined;

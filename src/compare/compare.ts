@@ -15,7 +15,7 @@ import type { CellRecord } from '../results/types.ts';
 import type { MetricInfo } from '../workloads/types.ts';
 import { getWorkload } from '../workloads/registry.ts';
 import { formatNumber } from '../report/html.ts';
-import { cellProvenance, provenanceDifferences, type ProvenanceDifference } from './provenance.ts';
+import { cellProvenance, provenanceDifferences, type ComparedField, type ProvenanceDifference } from './provenance.ts';
 import { loadCalibration, noiseThreshold, type Calibration } from './calibration.ts';
 
 export type Verdict = 'regression' | 'improvement' | 'no change' | 'inconclusive';
@@ -33,6 +33,11 @@ export interface CompareOptions {
   metrics?: string[];
   /** Compare even when the provenance differs. */
   force?: boolean;
+  /**
+   * Fields whose difference is expected and accepted (e.g. qemu and libpcow when a nightly job
+   * compares new code with the baseline): reported, not refused. The others still refuse.
+   */
+  allow?: readonly ComparedField[];
   /** Noise calibration to use instead of the one stored for the new run's host. */
   calibration?: Calibration;
   /** Where stored calibrations are looked up (default: the cache). */
@@ -67,6 +72,8 @@ export interface Comparison {
   /** The provenance differs and --force was not given: nothing was compared. */
   refused: boolean;
   forced: boolean;
+  /** Fields whose differences were accepted (--allow). */
+  allowed: ComparedField[];
   rows: MetricComparison[];
   onlyBase: string[];
   onlyNew: string[];
@@ -118,6 +125,7 @@ export function compareRunData(base: RunData, next: RunData, opts: CompareOption
     differences: provenanceDifferences(base.manifest, next.manifest, common),
     refused: false,
     forced: Boolean(opts.force),
+    allowed: [...(opts.allow ?? [])],
     rows: [],
     onlyBase: base.cells.filter((c) => !newCells.has(c.hash)).map((c) => c.id),
     onlyNew: next.cells.filter((c) => !baseCells.has(c.hash)).map((c) => c.id),
@@ -132,7 +140,9 @@ export function compareRunData(base: RunData, next: RunData, opts: CompareOption
   }
   const names = new Set(common.map((c) => `${cellProvenance(base.manifest, c.hash).hostname} → ${cellProvenance(next.manifest, c.hash).hostname}`));
   if ([...names].some((n) => n.split(' → ')[0] !== n.split(' → ')[1])) cmp.notes.push(`host names differ (not compared, the host kind is): ${[...names].join(', ')}`);
-  if (cmp.differences.length > 0 && !opts.force) {
+  const allowed = cmp.differences.filter((d) => opts.allow?.includes(d.field));
+  if (allowed.length) cmp.notes.push(`accepted differences (--allow): ${allowed.map((d) => `${d.field} ${d.base.slice(0, 16)} → ${d.new.slice(0, 16)}`).join(', ')}`);
+  if (cmp.differences.some((d) => !opts.allow?.includes(d.field)) && !opts.force) {
     cmp.refused = true;
     return cmp;
   }
@@ -228,14 +238,14 @@ export function compareRuns(baseDir: string, newDir: string, opts: CompareOption
 }
 
 function describeDifferences(c: Comparison): string[] {
-  return c.differences.map(
+  return c.differences.filter((d) => !c.allowed.includes(d.field)).map(
     (d) => `${d.field}: BASE ${d.base} ≠ NEW ${d.new}${d.cells.length && d.cells[0] !== '(run)' ? ` (${d.cells.length} cell${d.cells.length === 1 ? '' : 's'}: ${d.cells.slice(0, 5).join(', ')}${d.cells.length > 5 ? ', …' : ''})` : ''}`,
   );
 }
 
 /** The refusal message: every differing field named. */
 export function refusalMessage(c: Comparison): string {
-  return `not comparable: the runs' provenance differs in ${[...new Set(c.differences.map((d) => d.field))].join(', ')}:\n${describeDifferences(c)
+  return `not comparable: the runs' provenance differs in ${[...new Set(c.differences.filter((d) => !c.allowed.includes(d.field)).map((d) => d.field))].join(', ')}:\n${describeDifferences(c)
     .map((l) => `  ${l}`)
     .join('\n')}\n(--force compares them anyway)`;
 }
@@ -261,7 +271,7 @@ export function toMarkdown(c: Comparison): string {
     return `${out.join('\n')}\n`;
   }
   out.push(`**${headline(c)}**`, '', `_${method(c)}_`, '');
-  if (c.forced && c.differences.length) out.push('**Forced** despite differing provenance:', '', ...describeDifferences(c).map((l) => `- ${l}`), '');
+  if (c.forced && describeDifferences(c).length) out.push('**Forced** despite differing provenance:', '', ...describeDifferences(c).map((l) => `- ${l}`), '');
   for (const n of c.notes) out.push(`> ${n}`, '');
   if (c.rows.length) {
     out.push('| verdict | cell | metric | base | new | change | 95% CI | threshold | n | why |', '|---|---|---|---:|---:|---:|---|---:|---|---|');
@@ -284,7 +294,7 @@ export function toTable(c: Comparison): string {
   const out: string[] = [`compare ${path.basename(c.base.dir)} → ${path.basename(c.next.dir)} (${c.next.experiment})`];
   if (c.refused) return `${out[0]}\n${refusalMessage(c)}\n`;
   out.push(headline(c), method(c));
-  if (c.forced && c.differences.length) out.push(`forced despite differing provenance:\n${describeDifferences(c).map((l) => `  ${l}`).join('\n')}`);
+  if (c.forced && describeDifferences(c).length) out.push(`forced despite differing provenance:\n${describeDifferences(c).map((l) => `  ${l}`).join('\n')}`);
   for (const n of c.notes) out.push(`note: ${n}`);
   const header = ['verdict', 'cell', 'metric', 'base', 'new', 'change', '95% CI', 'thr', 'n', 'why'];
   const body = c.rows.map((r) => [

@@ -238,3 +238,21 @@ describe('pcow-harness compare (CLI)', () => {
     expect(t.stderr).toMatch(/--threshold must be a number/);
   });
 });
+
+describe('compare --allow', () => {
+  it('accepts the named differences (new code) and still refuses the others', () => {
+    const root = mkdtempSync(path.join(tmpdir(), 'pcow-cmp-'));
+    const cells = [{ id: '4k', values: { iops: noisy(1000, 5, 0.01) } }];
+    const base = makeRun(cells, {}, { root, name: 'base' });
+    const build = { native: { sourceHash: 'm'.repeat(64), durationMs: 1 }, qemu: { binary: '/q', binaryHash: 'z'.repeat(64), sourceVersion: '7.2', patchHash: 'p', nativeHash: 'm', cached: true, seconds: 1 } };
+    const newCode = makeRun(cells, { build }, { root, name: 'code' });
+    const c = compareRuns(base, newCode, { ...noCalibration, allow: ['qemu', 'libpcow'] });
+    expect(c.refused).toBe(false);
+    expect(c.notes.join(' ')).toMatch(/accepted differences \(--allow\): qemu .* libpcow/);
+    const tcg = makeRun(cells, { build, accelerator: 'tcg' }, { root, name: 'code-tcg' });
+    const r = compareRuns(base, tcg, { ...noCalibration, allow: ['qemu', 'libpcow'] });
+    expect(r.refused).toBe(true);
+    expect(cli('compare', base, tcg, '--allow', 'qemu', '--allow', 'libpcow').stderr).toMatch(/differs in accelerator:\n\s+accelerator: BASE kvm ≠ NEW tcg \(1 cell: 4k\)\n\(--force/);
+    expect(cli('compare', base, tcg, '--allow', 'compiler').status).toBe(2);
+  });
+});
