@@ -147,13 +147,20 @@ export function compareRunData(base: RunData, next: RunData, opts: CompareOption
     return cmp;
   }
 
-  const group = (run: RunData): Map<string, number[]> => {
-    const m = new Map<string, number[]>();
-    for (const g of groupSamples(run.samples, ['cellHash', 'metric'])) m.set(`${String(g.key.cellHash)}\u0000${String(g.key.metric)}`, g.values);
+  // cell hash → metric → values, in the order the samples were written.
+  const group = (run: RunData): Map<string, Map<string, number[]>> => {
+    const m = new Map<string, Map<string, number[]>>();
+    for (const g of groupSamples(run.samples, ['cellHash', 'metric'])) {
+      const cellHash = String(g.key.cellHash);
+      const byMetric = m.get(cellHash) ?? new Map<string, number[]>();
+      byMetric.set(String(g.key.metric), g.values);
+      m.set(cellHash, byMetric);
+    }
     return m;
   };
   const baseValues = group(base);
   const newValues = group(next);
+  const units = new Map(next.samples.map((s) => [`${s.cellHash}\u0000${s.metric}`, s.unit]));
   const calibrations = new Map<string, Calibration | undefined>();
   const calibrationFor = (hash: string): Calibration | undefined => {
     if (opts.calibration) return opts.calibration;
@@ -164,19 +171,17 @@ export function compareRunData(base: RunData, next: RunData, opts: CompareOption
   };
 
   for (const cell of common) {
-    const metricsOf = (vals: Map<string, number[]>): string[] =>
-      [...vals.keys()].filter((k) => k.startsWith(`${cell.hash}\u0000`)).map((k) => k.slice(cell.hash.length + 1));
-    const bm = metricsOf(baseValues);
-    const nm = metricsOf(newValues);
-    if (bm.length === 0 || nm.length === 0) {
-      cmp.noSamples.push(`${cell.id}: no samples in ${bm.length === 0 ? `BASE ${label(baseCells.get(cell.hash) as CellRecord)}` : ''}${bm.length === 0 && nm.length === 0 ? ' and ' : ''}${nm.length === 0 ? `NEW ${label(cell)}` : ''}`);
+    const bm = baseValues.get(cell.hash) ?? new Map<string, number[]>();
+    const nm = newValues.get(cell.hash) ?? new Map<string, number[]>();
+    if (bm.size === 0 || nm.size === 0) {
+      cmp.noSamples.push(`${cell.id}: no samples in ${bm.size === 0 ? `BASE ${label(baseCells.get(cell.hash) as CellRecord)}` : ''}${bm.size === 0 && nm.size === 0 ? ' and ' : ''}${nm.size === 0 ? `NEW ${label(cell)}` : ''}`);
       continue;
     }
-    for (const metric of bm.filter((m) => nm.includes(m) && (!opts.metrics || opts.metrics.includes(m)))) {
-      const a = baseValues.get(`${cell.hash}\u0000${metric}`) as number[];
-      const b = newValues.get(`${cell.hash}\u0000${metric}`) as number[];
+    for (const metric of [...bm.keys()].filter((m) => nm.has(m) && (!opts.metrics || opts.metrics.includes(m)))) {
+      const a = bm.get(metric) as number[];
+      const b = nm.get(metric) as number[];
       const info = metricInfo(cell.tool, metric);
-      const unit = next.samples.find((s) => s.cellHash === cell.hash && s.metric === metric)?.unit ?? '';
+      const unit = units.get(`${cell.hash}\u0000${metric}`) ?? '';
       let thresholdPct = DEFAULT_THRESHOLD_PCT;
       let thresholdSource: MetricComparison['thresholdSource'] = 'default';
       if (opts.thresholdPct !== undefined) {

@@ -145,6 +145,11 @@ describe('compare BASE NEW on synthetic runs', () => {
     expect(c.onlyNew).toEqual(['new']);
     expect(row(c, '4k').verdict).toBe('no change');
     expect(toMarkdown(c)).toMatch(/Cells only in BASE \(1\): `old`[\s\S]*Cells only in NEW \(1\): `new`/);
+    // A cell that failed in NEW has nothing to compare: listed with its status and reason.
+    const failed = makeRun([{ id: '4k', values: { iops: [] } }], {}, { root, name: 'failed' });
+    const f = compareRuns(base, failed, noCalibration);
+    expect(f.noSamples).toEqual(['4k: no samples in NEW 4k (failed: fio exited 1)']);
+    expect(toMarkdown(f)).toMatch(/Cells with nothing to compare:\n\n- 4k: no samples in NEW/);
   });
 
   it('refuses runs of different provenance naming each field; --force compares them', () => {

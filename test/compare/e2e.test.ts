@@ -95,4 +95,44 @@ matrix:
     expect(dax).toMatchObject({ verdict: 'regression', thresholdSource: 'calibration (cell)' });
     expect(dax!.thresholdPct).toBe(cal.calibration.cells[dax!.cellHash]!.metrics.iops!.p95AbsChangePct);
   });
+
+  it('calibrate runs a cell A/A N times and stores its noise where compare finds it', async () => {
+    const file = path.join(tmp, 'cal.yaml');
+    await writeFile(
+      file,
+      `name: cal
+host:
+  pm: { kind: emulated, dir: ${pm} }
+repetitions: 2
+timeout: 1m
+workloads:
+  blk: { tool: fio, ioengine: psync, size: 2MiB, runtime: 100ms }
+matrix:
+  axes:
+    bs: [4k, 64k]
+`,
+    );
+    const bad = await cli(['calibrate', file, '--runs', '1']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--runs must be a whole number >= 2/);
+    const r = await cli(['calibrate', file, '--cell', 'blk.bs=4k', '--runs', '2', '--results', path.join(tmp, 'cal-runs')]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^blk\.bs=4k: iops ±[\d.]+%/m);
+    const stored = r.stdout.match(/noise calibration \(2 A\/A runs, 1 cells\): (\S+)/)![1]!;
+    // In the cache, keyed by host and experiment.
+    expect(stored.startsWith(path.join(tmp, 'cache', 'calibration'))).toBe(true);
+    expect(stored.endsWith('/cal.json')).toBe(true);
+    const cal = JSON.parse(await readFile(stored, 'utf8')) as { cells: Record<string, { id: string; runs: string[]; metrics: Record<string, { absChangesPct: number[] }> }> };
+    const cells = Object.values(cal.cells);
+    expect(cells.map((c) => c.id)).toEqual(['blk.bs=4k']);
+    expect(cells[0]!.runs).toHaveLength(2);
+    expect(cells[0]!.metrics.iops!.absChangesPct).toHaveLength(1);
+    // compare of those two A/A runs finds the stored calibration on its own.
+    const runs = (await readdir(path.join(tmp, 'cal-runs', 'cal'))).sort().map((d) => path.join(tmp, 'cal-runs', 'cal', d));
+    const c = await cli(['compare', runs[0]!, runs[1]!, '--metric', 'iops', '--min-reps', '2', '--json', path.join(tmp, 'cal-cmp.json')]);
+    expect(c.code, c.stderr).toBe(0);
+    const cmp = JSON.parse(await readFile(path.join(tmp, 'cal-cmp.json'), 'utf8')) as { rows: { thresholdSource: string; verdict: string }[] };
+    expect(cmp.rows[0]).toMatchObject({ thresholdSource: 'calibration (cell)' });
+    expect(cmp.rows[0]!.verdict).not.toBe('regression');
+  });
 });

@@ -50,7 +50,8 @@ export function makeRun(
       tool: 'fio',
       axes: { bs: c.id },
       params: { bs: c.id },
-      status: 'ok',
+      // A cell without values failed (as the run stage records one).
+      ...(n > 0 ? { status: 'ok' as const } : { status: 'failed' as const, reason: 'fio exited 1' }),
       repetitions: Array.from({ length: n }, (_, r) => ({ repetition: r, status: 'ok' as const, startedAt: 't', endedAt: 't', durationMs: 1, rawFiles: [] })),
     });
     for (const [metric, vals] of Object.entries(c.values)) {
