@@ -20,7 +20,9 @@ import { getWorkload, registryLookup } from '../workloads/registry.ts';
 import type { AnyWorkload, WorkloadContext } from '../workloads/types.ts';
 import { harnessInfo, qemuProvenance } from '../results/provenance.ts';
 import { repoRoot } from '../util/paths.ts';
-import { RunDir } from '../results/rundir.ts';
+import { RunDir, readJson } from '../results/rundir.ts';
+import { ConfigError } from '../util/errors.ts';
+import { existsSync } from 'node:fs';
 import type { CellStatus, Manifest, RepetitionRecord, SampleRow, SetupStep } from '../results/types.ts';
 import { writeReport } from '../report/index.ts';
 import { killAllChildren } from '../util/proc.ts';
@@ -155,7 +157,16 @@ export async function runExperiment(req: RunRequest): Promise<RunOutcome> {
   let failure: { error: unknown } | undefined;
   try {
     // A run directory to continue is checked before anything slow or host-changing happens.
-    if (req.resume) rd = await RunDir.resume(req.resume, { config, experimentText: loaded.text, cells });
+    if (req.resume) {
+      // A shard continues as the same shard: another plan would mix cells of other shards into it.
+      const prev = existsSync(path.join(req.resume, 'manifest.json')) ? await readJson<Manifest>(path.join(req.resume, 'manifest.json')).catch(() => undefined) : undefined;
+      const was = prev?.shard ? `${prev.shard.index}/${prev.shard.count}` : undefined;
+      const now = req.shard ? `${req.shard.index}/${req.shard.count}` : undefined;
+      if (prev && was !== now) {
+        throw new ConfigError(`--resume ${req.resume}: that run is ${was ? `shard ${was}` : 'not a shard'}; resume it ${was ? `with --shard ${was}` : 'without --shard'}`);
+      }
+      rd = await RunDir.resume(req.resume, { config, experimentText: loaded.text, cells });
+    }
     // Installs first: the probe below then records the versions of what this run uses.
     const reqs = [...workloads.values()].flatMap((w) => w.requires);
     const installSteps = await ensureCommands(reqs, { signal: runAbort.signal, log: (l) => progress.log(l) });

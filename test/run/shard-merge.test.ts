@@ -135,6 +135,12 @@ figures:
     const notShard = await cli(['merge', path.join(tmp, 'm4'), d1, dw]);
     expect(notShard.code).toBe(2);
     expect(notShard.stderr).toContain(`${dw}: not a shard`);
+    // A shard resumes only as the same shard.
+    const resumeWhole = await cli(['run', file, '--resume', d1]);
+    expect(resumeWhole.code).toBe(2);
+    expect(resumeWhole.stderr).toContain(`--resume ${d1}: that run is shard 1/2; resume it with --shard 1/2`);
+    const resumeOther = await cli(['run', file, '--resume', d1, '--shard', '2/2']);
+    expect(resumeOther.code).toBe(2);
     const notEmpty = await cli(['merge', out, d1, d2]);
     expect(notEmpty.code).toBe(2);
     expect(notEmpty.stderr).toMatch(/exists and is not empty/);
