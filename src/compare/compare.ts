@@ -82,6 +82,8 @@ export interface Comparison {
   notes: string[];
   counts: Record<Verdict, number>;
   minReps: number;
+  /** Per metric over the cells that have it (2 or more): the geometric mean of new/base, as a change in percent. */
+  geomean: { metric: string; cells: number; changePct: number }[];
 }
 
 function defaultMetricInfo(tool: string, metric: string): MetricInfo | undefined {
@@ -133,6 +135,7 @@ export function compareRunData(base: RunData, next: RunData, opts: CompareOption
     notes: [],
     counts: { regression: 0, improvement: 0, 'no change': 0, inconclusive: 0 },
     minReps,
+    geomean: [],
   };
   for (const [which, run] of [['BASE', base], ['NEW', next]] as const) {
     if (run.manifest.testKnobs) cmp.notes.push(`${which} ran with test-only knobs: ${Object.entries(run.manifest.testKnobs).map(([k, v]) => `${k}=${v}`).join(' ')}`);
@@ -233,6 +236,10 @@ export function compareRunData(base: RunData, next: RunData, opts: CompareOption
       cmp.counts[row.verdict]++;
     }
   }
+  // benchstat's summary row: one figure per metric for "did everything get slower a little?".
+  const logs = new Map<string, number[]>();
+  for (const r of cmp.rows) if (r.baseMean > 0 && r.newMean > 0) logs.set(r.metric, [...(logs.get(r.metric) ?? []), Math.log(r.newMean / r.baseMean)]);
+  for (const [metric, l] of logs) if (l.length >= 2) cmp.geomean.push({ metric, cells: l.length, changePct: 100 * (Math.exp(l.reduce((s, v) => s + v, 0) / l.length) - 1) });
   const rank: Record<Verdict, number> = { regression: 0, improvement: 1, inconclusive: 2, 'no change': 3 };
   cmp.rows.sort((x, y) => rank[x.verdict] - rank[y.verdict]);
   return cmp;
@@ -276,6 +283,7 @@ export function toMarkdown(c: Comparison): string {
     return `${out.join('\n')}\n`;
   }
   out.push(`**${headline(c)}**`, '', `_${method(c)}_`, '');
+  if (c.geomean.length) out.push(`Geometric mean of new/base per metric: ${c.geomean.map((g) => `${g.metric} ${fmtPct(g.changePct)} (${g.cells} cells)`).join(', ')}`, '');
   if (c.forced && describeDifferences(c).length) out.push('**Forced** despite differing provenance:', '', ...describeDifferences(c).map((l) => `- ${l}`), '');
   for (const n of c.notes) out.push(`> ${n}`, '');
   if (c.rows.length) {
@@ -299,6 +307,7 @@ export function toTable(c: Comparison): string {
   const out: string[] = [`compare ${path.basename(c.base.dir)} → ${path.basename(c.next.dir)} (${c.next.experiment})`];
   if (c.refused) return `${out[0]}\n${refusalMessage(c)}\n`;
   out.push(headline(c), method(c));
+  if (c.geomean.length) out.push(`geomean new/base: ${c.geomean.map((g) => `${g.metric} ${fmtPct(g.changePct)} (${g.cells} cells)`).join(', ')}`);
   if (c.forced && describeDifferences(c).length) out.push(`forced despite differing provenance:\n${describeDifferences(c).map((l) => `  ${l}`).join('\n')}`);
   for (const n of c.notes) out.push(`note: ${n}`);
   const header = ['verdict', 'cell', 'metric', 'base', 'new', 'change', '95% CI', 'thr', 'n', 'why'];

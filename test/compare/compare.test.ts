@@ -93,6 +93,11 @@ describe('compare BASE NEW on synthetic runs', () => {
     expect(row(c, '4k', 'lat_mean').verdict).toBe('improvement');
     expect(['no change', 'inconclusive']).toContain(row(c, '64k').verdict);
     expect(c.counts.regression).toBe(1);
+    // The geometric mean over both cells' iops: about sqrt(0.9 * 1.0) - 1 = -5%.
+    const g = c.geomean.find((x) => x.metric === 'iops')!;
+    expect(g.cells).toBe(2);
+    expect(g.changePct).toBeGreaterThan(-7);
+    expect(g.changePct).toBeLessThan(-3);
     // Deterministic: the same inputs give the same intervals.
     expect(compareRuns(base, next, noCalibration).rows).toEqual(c.rows);
     const md = toMarkdown(c);
