@@ -1,6 +1,7 @@
-// pcow-harness command line: run, report, doctor.
+// pcow-harness command line: run, report, merge, compare, calibrate, doctor.
 import { parseArgs } from 'node:util';
 import { existsSync, readdirSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ConfigError } from '../util/errors.ts';
 import { repoRoot } from '../util/paths.ts';
@@ -12,12 +13,28 @@ const DEFAULT_EXPERIMENT = 'experiments/quick.yaml';
 export const usage = `pcow-harness — reproduce and keep checking the pcow paper
 
 usage:
-  pcow-harness run [FILE] [--dry-run] [--resume RUN_DIR] [--only key=value ...] [--results DIR]
+  pcow-harness run [FILE] [--dry-run] [--resume RUN_DIR] [--only key=value ...] [--results DIR] [--shard I/N]
       Run an experiment (default: ${DEFAULT_EXPERIMENT}). --dry-run lists every cell with its id and
       parameters; --resume continues RUN_DIR, skipping repetitions that already completed; --only keeps
-      the cells whose axis has that value (repeat a key for OR, different keys for AND).
+      the cells whose axis has that value (repeat a key for OR, different keys for AND); --shard I/N runs
+      part I of N of the matrix (whole cells, placed by cell hash and estimated cost: deterministic).
   pcow-harness report RUN_DIR
       Re-make samples.csv and report/ (charts, index.html) of a run directory.
+  pcow-harness merge OUT SHARD_DIR...
+      Join the run directories of shards 1..N of one run into the new run directory OUT (each shard's
+      host provenance kept). Missing or duplicate shards, or another experiment file, are errors (2).
+  pcow-harness compare BASE NEW [--threshold PCT] [--min-reps K] [--metric NAME ...] [--markdown FILE|-]
+                       [--json FILE] [--calibration FILE] [--fail-on-regression] [--allow FIELD ...] [--force]
+      Per cell and metric: change of the mean with a bootstrap 95% interval and a verdict (regression,
+      improvement, no change, inconclusive) that needs the interval to exclude 0 and |change| above the
+      threshold (default: the host's calibrated noise, else 5%), from at least K repetitions per side
+      (default 3). Exit: 0 compared; 3 a regression with --fail-on-regression; 4 not comparable
+      (fields accelerator, pm, qemu, libpcow, host [kind], experiment differ) unless --force, or --allow FIELD
+      for an expected difference (a nightly job comparing new code: --allow qemu --allow libpcow).
+  pcow-harness calibrate [FILE] [--cell ID ...] [--only key=value ...] [--runs N] [--out FILE] [--results DIR]
+      Run the cells N times back to back (default 5) and store this host's noise floor per cell and
+      metric (95th percentile of |change| between two A/A runs) in
+      ~/.cache/pcow/calibration/<host>/<experiment>.json (or --out), where compare finds it.
   pcow-harness doctor [--json] [--no-kvm] [--install]
       Probe this host: kernel, CPU flags, KVM (boots a tiny guest to see whether it works), userfaultfd,
       pmem/DAX, sysctls and tool versions. It installs nothing unless --install (as root: the packages the
@@ -35,6 +52,11 @@ usage:
       /dev/pmem0 and powers off; prints boot times, clusters used, pcow-img check and query-pcow.
 
 npm run experiment -- FILE is "run FILE".`;
+
+/** compare --fail-on-regression found a regression. */
+export const EXIT_REGRESSION = 3;
+/** compare refused runs whose provenance differs (no --force). */
+export const EXIT_NOT_COMPARABLE = 4;
 
 /** A wrong command line: printed with the usage text. */
 class UsageError extends ConfigError {}
@@ -72,8 +94,11 @@ export async function main(argv: string[]): Promise<number> {
           resume: { type: 'string' },
           only: { type: 'string', multiple: true },
           results: { type: 'string' },
+          shard: { type: 'string' },
         });
         if (positionals.length > 1) throw new UsageError(`run takes one experiment file, got ${positionals.length}: ${positionals.join(' ')}`);
+        const { parseShard } = await import('../experiment/shard.ts');
+        const shard = values.shard === undefined ? undefined : parseShard(values.shard as string);
         // npm runs scripts from the package root; a relative FILE is taken from where the user typed it.
         const cwd = process.env.INIT_CWD ?? process.cwd();
         const file = positionals[0] ? path.resolve(cwd, positionals[0]) : path.join(repoRoot, DEFAULT_EXPERIMENT);
@@ -92,8 +117,119 @@ export async function main(argv: string[]): Promise<number> {
           only: values.only as string[] | undefined,
           resultsRoot: values.results ? path.resolve(cwd, values.results as string) : undefined,
           command: ['run', ...rest],
+          shard,
         });
         return out.exitCode;
+      }
+      case 'merge': {
+        const { positionals } = parse(rest, {});
+        if (positionals.length < 2) throw new UsageError('merge takes the output directory and at least one shard run directory');
+        const cwd = process.env.INIT_CWD ?? process.cwd();
+        const [out, ...dirs] = positionals.map((p) => path.resolve(cwd, p));
+        const { mergeShards } = await import('../results/merge.ts');
+        const m = await mergeShards(out as string, dirs);
+        process.stdout.write(`merged ${dirs.length} shards, ${m.cells} cells (${m.manifest.cells.ok} ok): ${m.dir}\n`);
+        return m.manifest.status === 'completed' ? 0 : 1;
+      }
+      case 'compare': {
+        const { values, positionals } = parse(rest, {
+          threshold: { type: 'string' },
+          'min-reps': { type: 'string' },
+          metric: { type: 'string', multiple: true },
+          markdown: { type: 'string' },
+          json: { type: 'string' },
+          calibration: { type: 'string' },
+          'fail-on-regression': { type: 'boolean' },
+          force: { type: 'boolean' },
+          allow: { type: 'string', multiple: true },
+        });
+        if (positionals.length !== 2) throw new UsageError(`compare takes two run directories (BASE NEW), got ${positionals.length}`);
+        const cwd = process.env.INIT_CWD ?? process.cwd();
+        const [base, next] = positionals.map((p) => path.resolve(cwd, p)) as [string, string];
+        for (const [d, given] of [[base, positionals[0]], [next, positionals[1]]] as const) {
+          if (!existsSync(path.join(d, 'manifest.json'))) throw new ConfigError(`${given}: not a run directory (no manifest.json)`);
+        }
+        const number = (name: string, v: unknown, min: number): number | undefined => {
+          if (v === undefined) return undefined;
+          const n = Number(v);
+          if (!Number.isFinite(n) || n < min) throw new UsageError(`--${name} must be a number >= ${min}, got "${String(v)}"`);
+          return n;
+        };
+        const thresholdPct = number('threshold', values.threshold, 0);
+        const minReps = number('min-reps', values['min-reps'], 1);
+        if (minReps !== undefined && !Number.isInteger(minReps)) throw new UsageError(`--min-reps must be a whole number, got "${String(values['min-reps'])}"`);
+        const { compareRuns, toMarkdown, toTable, refusalMessage } = await import('../compare/compare.ts');
+        const { COMPARED_FIELDS } = await import('../compare/provenance.ts');
+        const allow = (values.allow as string[] | undefined) ?? [];
+        for (const f of allow) {
+          if (!(COMPARED_FIELDS as readonly string[]).includes(f)) throw new UsageError(`--allow ${f}: not a provenance field; fields: ${COMPARED_FIELDS.join(', ')}`);
+        }
+        const { readCalibration } = await import('../compare/calibration.ts');
+        const calibration = values.calibration ? readCalibration(path.resolve(cwd, values.calibration as string)) : undefined;
+        const c = compareRuns(base, next, {
+          thresholdPct,
+          minReps,
+          metrics: values.metric as string[] | undefined,
+          force: Boolean(values.force),
+          allow: allow as (typeof COMPARED_FIELDS)[number][],
+          calibration,
+        });
+        const md = values.markdown as string | undefined;
+        if (md === '-') process.stdout.write(toMarkdown(c));
+        else {
+          process.stdout.write(toTable(c));
+          if (md) await writeFile(path.resolve(cwd, md), toMarkdown(c));
+        }
+        if (values.json) await writeFile(path.resolve(cwd, values.json as string), `${JSON.stringify(c, null, 2)}\n`);
+        if (c.refused) {
+          process.stderr.write(`error: ${refusalMessage(c)}\n`);
+          return EXIT_NOT_COMPARABLE;
+        }
+        return values['fail-on-regression'] && c.counts.regression > 0 ? EXIT_REGRESSION : 0;
+      }
+      case 'calibrate': {
+        const { values, positionals } = parse(rest, {
+          cell: { type: 'string', multiple: true },
+          only: { type: 'string', multiple: true },
+          runs: { type: 'string' },
+          out: { type: 'string' },
+          results: { type: 'string' },
+        });
+        if (positionals.length > 1) throw new UsageError(`calibrate takes one experiment file, got ${positionals.length}`);
+        const runs = values.runs === undefined ? 5 : Number(values.runs);
+        if (!Number.isInteger(runs) || runs < 2) throw new UsageError(`--runs must be a whole number >= 2, got "${String(values.runs)}"`);
+        const cwd = process.env.INIT_CWD ?? process.cwd();
+        const file = positionals[0] ? path.resolve(cwd, positionals[0]) : path.join(repoRoot, DEFAULT_EXPERIMENT);
+        if (!existsSync(file)) throw new ConfigError(`experiment file not found: ${positionals[0] ?? file}`);
+        const only = [...((values.only as string[] | undefined) ?? []), ...((values.cell as string[] | undefined) ?? []).map((id) => `id=${id}`)];
+        const { runExperiment } = await import('../run/lifecycle.ts');
+        const { recordCalibration } = await import('../compare/calibration.ts');
+        const dirs: string[] = [];
+        for (let i = 0; i < runs; i++) {
+          process.stderr.write(`calibrate: A/A run ${i + 1}/${runs}\n`);
+          const out = await runExperiment({
+            file: path.relative(cwd, file) || file,
+            only,
+            resultsRoot: values.results ? path.resolve(cwd, values.results as string) : undefined,
+            skipReport: true,
+            command: ['calibrate', ...rest],
+          });
+          if (out.exitCode !== 0 || !out.runDir) {
+            process.stderr.write(`error: calibration run ${i + 1} did not complete (exit ${out.exitCode}${out.runDir ? `, ${out.runDir}` : ''}): no calibration recorded\n`);
+            return out.exitCode || 1;
+          }
+          dirs.push(out.runDir);
+        }
+        const r = await recordCalibration(dirs, values.out ? path.resolve(cwd, values.out as string) : undefined);
+        const { fmtPct } = await import('../compare/compare.ts');
+        for (const hash of Object.keys(r.calibration.cells).filter((h) => r.added.includes(r.calibration.cells[h]?.id ?? ''))) {
+          const c = r.calibration.cells[hash];
+          if (!c) continue;
+          const shown = Object.entries(c.metrics).slice(0, 6).map(([m, n]) => `${m} ±${fmtPct(n.p95AbsChangePct, false)}`);
+          process.stdout.write(`${c.id}: ${shown.join(', ')}${Object.keys(c.metrics).length > 6 ? ', …' : ''}\n`);
+        }
+        process.stdout.write(`noise calibration (${runs} A/A runs, ${r.added.length} cells): ${r.file}\n`);
+        return 0;
       }
       case 'report': {
         const { positionals } = parse(rest, {});

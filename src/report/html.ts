@@ -148,6 +148,21 @@ function manifestSection(m: Manifest, config: ExperimentConfig): string {
     ...(cmdline ? [row('kernel command line', code(cmdline))] : []),
     row('host CPU', cpu ? `${escapeHtml(cpu)}${cpus ? ` (${escapeHtml(cpus)} CPUs)` : ''}` : '<span class="dim">not recorded</span>'),
     ...(hostname ? [row('host name', code(hostname))] : []),
+    ...(m.shard ? [row('shard', `${m.shard.index}/${m.shard.count}: ${m.shard.cells.length} of ${m.shard.planCells} cells`)] : []),
+    ...(m.shards
+      ? [
+          row(
+            'merged from',
+            m.shards
+              .map(
+                (s) =>
+                  `shard ${s.index}/${m.shards?.length ?? 0}: ${s.cells.length} cells on ${code(pick(s.host, ['hostname']) ?? '?')} (${escapeHtml(pick(s.host, ['cpu.model']) ?? 'CPU not recorded')}), accelerator ${code(s.accelerator)}, PM ${escapeHtml(s.pm.kind)}, run ${code(s.runId)} ${statusBadge(s.status)}`,
+              )
+              .join('<br>'),
+          ),
+        ]
+      : []),
+    ...(m.testKnobs ? [row('test knobs', `<span class="warn">${escapeHtml(Object.entries(m.testKnobs).map(([k, v]) => `${k}=${v}`).join(' '))} (test-only: not a baseline)</span>`)] : []),
     ...(nativeHash ? [row('native build', `source sha256 ${code(nativeHash)}${nativeMs ? `, built in ${escapeHtml(formatDuration(Number(nativeMs)))}` : ''}`)] : []),
   ];
   const tools = Object.entries(m.tools);

@@ -186,3 +186,90 @@ export function groupSamples(rows: readonly SampleRow[], by: readonly string[]):
   });
   return [...groups.values()];
 }
+
+/**
+ * The p-quantile (0 <= p <= 1) of sorted values by linear interpolation between order statistics
+ * (Hyndman & Fan type 7, R's and numpy's default).
+ */
+export function quantile(sorted: readonly number[], p: number): number {
+  const n = sorted.length;
+  if (n === 0) throw new Error('quantile: no values');
+  if (!(p >= 0 && p <= 1)) throw new Error(`quantile: p must be in [0, 1], got ${p}`);
+  const h = (n - 1) * p;
+  const lo = Math.floor(h);
+  const a = sorted[lo] as number;
+  const b = sorted[Math.min(lo + 1, n - 1)] as number;
+  return a + (h - lo) * (b - a);
+}
+
+/** A small seeded PRNG (mulberry32): the same seed gives the same stream on every machine. */
+export function seededRandom(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** A 32-bit seed from a string (FNV-1a), so each comparison has its own fixed stream. */
+export function seedFrom(text: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h;
+}
+
+export interface ChangeEstimate {
+  /** 100 * (mean(after) / mean(before) - 1). */
+  changePct: number;
+  /** Percentile-bootstrap 95% interval of changePct. */
+  ciLowPct: number;
+  ciHighPct: number;
+  iterations: number;
+  seed: number;
+}
+
+/**
+ * The relative change of the mean from `before` to `after` in percent, with a percentile
+ * bootstrap 95% interval: both groups are resampled independently with replacement `iterations`
+ * times from a seeded stream, so the same inputs always give the same interval. Means, not
+ * medians: with the 3-10 repetitions of a benchmark a resampled median takes only a handful of
+ * values, and the report's figures are means too. Throws when mean(before) is 0.
+ */
+export function bootstrapChange(
+  before: readonly number[],
+  after: readonly number[],
+  opts: { iterations?: number; seed?: number } = {},
+): ChangeEstimate {
+  const iterations = opts.iterations ?? 10_000;
+  const seed = opts.seed ?? 1;
+  const a = summarize(before);
+  const b = summarize(after);
+  if (a.mean === 0) throw new Error('bootstrapChange: the mean before is 0 (no relative change exists)');
+  const rand = seededRandom(seed);
+  const resampledMean = (xs: readonly number[]): number => {
+    let s = 0;
+    for (let i = 0; i < xs.length; i++) s += xs[Math.floor(rand() * xs.length)] as number;
+    return s / xs.length;
+  };
+  const changes: number[] = [];
+  for (let i = 0; i < iterations; i++) {
+    const ma = resampledMean(before);
+    const mb = resampledMean(after);
+    // A resample of a group holding a 0 can have mean 0: no ratio, skip it (counted out of the interval).
+    if (ma !== 0) changes.push(100 * (mb / ma - 1));
+  }
+  changes.sort((x, y) => x - y);
+  return {
+    changePct: 100 * (b.mean / a.mean - 1),
+    ciLowPct: quantile(changes, 0.025),
+    ciHighPct: quantile(changes, 0.975),
+    iterations,
+    seed,
+  };
+}

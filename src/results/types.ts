@@ -100,4 +100,41 @@ export interface Manifest {
   };
   cells: { total: number; ok: number; failed: number; timeout: number; interrupted: number; pending: number };
   error?: string;
+  /** `run --shard I/N`: which part of the matrix this run is (src/experiment/shard.ts). */
+  shard?: ShardRecord;
+  /** A merged run (`pcow-harness merge`): each shard's own provenance and cells. */
+  shards?: MergedShard[];
+  /** Test-only knobs set in the environment (PCOW_TEST_*): a run measured with one is not a baseline. */
+  testKnobs?: Record<string, string>;
+}
+
+export interface ShardRecord {
+  /** 1-based. */
+  index: number;
+  count: number;
+  /** --only filters applied before sharding (every shard of a run must use the same). */
+  only: string[];
+  /** Cells in the whole (filtered) plan, and the hashes of this shard's cells. */
+  planCells: number;
+  cells: string[];
+}
+
+/** One shard of a merged run: where it ran and with what. */
+export interface MergedShard {
+  index: number;
+  runId: string;
+  /** The shard's run directory as given to merge. */
+  source: string;
+  status: Manifest['status'];
+  accelerator: Manifest['accelerator'];
+  pm: Manifest['pm'];
+  host: unknown;
+  tools: Manifest['tools'];
+  build: Manifest['build'];
+  harness: Manifest['harness'];
+  startedAt: string;
+  endedAt: string | null;
+  testKnobs?: Record<string, string>;
+  /** Hashes of the cells this shard measured. */
+  cells: string[];
 }

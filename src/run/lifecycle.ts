@@ -7,6 +7,7 @@ import path from 'node:path';
 import pLimit from 'p-limit';
 import { loadExperiment } from '../experiment/load.ts';
 import { describeCells, filterCells } from '../experiment/matrix.ts';
+import { shardCells, type ShardSpec } from '../experiment/shard.ts';
 import { parseDuration } from '../experiment/units.ts';
 import type { Cell } from '../experiment/cell.ts';
 import type { ExperimentConfig } from '../experiment/schema.ts';
@@ -19,7 +20,9 @@ import { getWorkload, registryLookup } from '../workloads/registry.ts';
 import type { AnyWorkload, WorkloadContext } from '../workloads/types.ts';
 import { harnessInfo, qemuProvenance } from '../results/provenance.ts';
 import { repoRoot } from '../util/paths.ts';
-import { RunDir } from '../results/rundir.ts';
+import { RunDir, readJson } from '../results/rundir.ts';
+import { ConfigError } from '../util/errors.ts';
+import { existsSync } from 'node:fs';
 import type { CellStatus, Manifest, RepetitionRecord, SampleRow, SetupStep } from '../results/types.ts';
 import { writeReport } from '../report/index.ts';
 import { killAllChildren } from '../util/proc.ts';
@@ -41,6 +44,8 @@ export interface RunRequest {
   skipReport?: boolean;
   /** The argv that started the run, for the manifest. */
   command?: string[];
+  /** Run only this shard of the (filtered) matrix. */
+  shard?: ShardSpec;
 }
 
 export interface RunOutcome {
@@ -64,6 +69,11 @@ export function planUnits(cells: Cell[], repetitions: number, order: ExperimentC
     for (const cell of cells) for (let r = 0; r < repetitions; r++) units.push({ cell, repetition: r });
   }
   return units;
+}
+
+/** PCOW_TEST_* variables (test-only knobs such as PCOW_TEST_SLOW): recorded in the manifest. */
+function testKnobs(): Record<string, string> {
+  return Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[0].startsWith('PCOW_TEST_') && e[1] !== undefined));
 }
 
 function now(): string {
@@ -105,10 +115,12 @@ export async function runExperiment(req: RunRequest): Promise<RunOutcome> {
   const print = req.print ?? ((t: string) => process.stdout.write(t));
   const loaded = await loadExperiment(req.file, registryLookup());
   const config = loaded.config;
-  const cells = req.only && req.only.length > 0 ? filterCells(loaded.cells, req.only) : loaded.cells;
+  const planned = req.only && req.only.length > 0 ? filterCells(loaded.cells, req.only) : loaded.cells;
+  const cells = req.shard ? shardCells(planned, req.shard) : planned;
+  const shardNote = req.shard ? ` (shard ${req.shard.index}/${req.shard.count} of ${planned.length} cells)` : '';
 
   if (req.dryRun) {
-    print(`${config.name}: ${cells.length} cells × ${config.repetitions} repetitions (+${config.warmup} warmup)\n`);
+    print(`${config.name}: ${cells.length} cells${shardNote} × ${config.repetitions} repetitions (+${config.warmup} warmup)\n`);
     print(`${describeCells(cells)}\n`);
     return { exitCode: 0 };
   }
@@ -145,7 +157,16 @@ export async function runExperiment(req: RunRequest): Promise<RunOutcome> {
   let failure: { error: unknown } | undefined;
   try {
     // A run directory to continue is checked before anything slow or host-changing happens.
-    if (req.resume) rd = await RunDir.resume(req.resume, { config, experimentText: loaded.text, cells });
+    if (req.resume) {
+      // A shard continues as the same shard: another plan would mix cells of other shards into it.
+      const prev = existsSync(path.join(req.resume, 'manifest.json')) ? await readJson<Manifest>(path.join(req.resume, 'manifest.json')).catch(() => undefined) : undefined;
+      const was = prev?.shard ? `${prev.shard.index}/${prev.shard.count}` : undefined;
+      const now = req.shard ? `${req.shard.index}/${req.shard.count}` : undefined;
+      if (prev && was !== now) {
+        throw new ConfigError(`--resume ${req.resume}: that run is ${was ? `shard ${was}` : 'not a shard'}; resume it ${was ? `with --shard ${was}` : 'without --shard'}`);
+      }
+      rd = await RunDir.resume(req.resume, { config, experimentText: loaded.text, cells });
+    }
     // Installs first: the probe below then records the versions of what this run uses.
     const reqs = [...workloads.values()].flatMap((w) => w.requires);
     const installSteps = await ensureCommands(reqs, { signal: runAbort.signal, log: (l) => progress.log(l) });
@@ -173,6 +194,10 @@ export async function runExperiment(req: RunRequest): Promise<RunOutcome> {
       tools: probe.tools,
       setup: [] as SetupStep[],
       build: {},
+      ...(req.shard
+        ? { shard: { index: req.shard.index, count: req.shard.count, only: req.only ?? [], planCells: planned.length, cells: cells.map((c) => c.hash) } }
+        : {}),
+      ...(Object.keys(testKnobs()).length ? { testKnobs: testKnobs() } : {}),
     };
     if (rd) {
       // A resumed run keeps its original start and setup record; the probe is refreshed.
@@ -181,6 +206,8 @@ export async function runExperiment(req: RunRequest): Promise<RunOutcome> {
       rd.manifest.command = manifestBase.command;
       rd.manifest.experiment = manifestBase.experiment;
       rd.manifest.harness = harness;
+      if (manifestBase.shard) rd.manifest.shard = manifestBase.shard;
+      if (manifestBase.testKnobs) rd.manifest.testKnobs = manifestBase.testKnobs;
     } else {
       rd = await RunDir.create({
         resultsRoot: req.resultsRoot ?? path.join(repoRoot, 'results'),

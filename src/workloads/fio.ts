@@ -184,6 +184,23 @@ async function readTail(file: string, lines = 5): Promise<string> {
   }
 }
 
+/**
+ * Test-only knob PCOW_TEST_SLOW="<workload>=<usec>[,<workload>=<usec>...]": fio's `thinktime`
+ * (a stall of <usec> after every I/O) for the cells of that workload, so a test can make one
+ * backend really slower without changing its parameters (the cell hash stays the same and
+ * `compare` matches the cells). The run's manifest records the variable (testKnobs).
+ */
+export function testSlowdownUs(cellId: string, env: string | undefined = process.env.PCOW_TEST_SLOW): number | undefined {
+  if (!env) return undefined;
+  for (const part of env.split(',')) {
+    const m = /^\s*([A-Za-z0-9_-]+)=(\d+)\s*$/.exec(part);
+    if (!m) throw new Error(`PCOW_TEST_SLOW: expected workload=usec[,workload=usec], got ${JSON.stringify(part)}`);
+    const w = m[1] as string;
+    if (cellId === w || cellId.startsWith(`${w}.`)) return Number(m[2]);
+  }
+  return undefined;
+}
+
 async function requireFio(): Promise<string> {
   const fio = await which('fio');
   if (!fio) throw new Error('fio: command not found on PATH (install the Debian package "fio")');
@@ -250,6 +267,11 @@ export const fioWorkload: Workload<FioParamsT> = {
     const outFile = path.join(ctx.outDir, 'fio.json');
     const errFile = path.join(ctx.outDir, 'fio.stderr');
     const args = fioArgs(params, fioTarget(ctx.dataDir), { output: outFile });
+    const slowUs = testSlowdownUs(ctx.cellId);
+    if (slowUs !== undefined) {
+      ctx.log(`fio: PCOW_TEST_SLOW: thinktime ${slowUs} us after every I/O (test-only slowdown)`);
+      args.push(`--thinktime=${slowUs}`, '--thinktime_blocks=1');
+    }
     const { report, result } = await runFio(fio, args, { outFile, errFile }, params, ctx.signal);
     const summary = summarizeFio(report);
     for (const w of summary.warnings) ctx.log(`fio: ${w}`);
@@ -264,6 +286,7 @@ export const fioWorkload: Workload<FioParamsT> = {
         ios: summary.total.ios,
         ioBytes: summary.total.ioBytes,
         percentilesExact: summary.total.clat.exact,
+        ...(slowUs !== undefined ? { testSlowThinktimeUs: slowUs } : {}),
         ...(job?.job_runtime !== undefined ? { jobRuntimeMs: job.job_runtime } : {}),
         ...(job?.usr_cpu !== undefined ? { usrCpuPct: job.usr_cpu, sysCpuPct: job.sys_cpu } : {}),
         ...(summary.warnings.length > 0 ? { warnings: summary.warnings } : {}),

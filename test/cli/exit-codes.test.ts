@@ -50,6 +50,15 @@ describe('pcow-harness exit status', () => {
     expect(unknownValue.stderr).toMatch(/no cell has workload=bogus/);
   });
 
+  it('--shard I/N: a bad spec is 2; a good one lists the shard in a dry run', () => {
+    const bad = cli('run', '--dry-run', '--shard', '3/2', 'experiments/quick.yaml');
+    expect(bad.status, bad.stderr).toBe(2);
+    expect(bad.stderr).toMatch(/--shard 3\/2: I must be between 1 and 2/);
+    const ok = cli('run', '--dry-run', '--shard', '1/2', 'experiments/quick.yaml');
+    expect(ok.status, ok.stderr).toBe(0);
+    expect(ok.stdout).toMatch(/^quick: 12 cells \(shard 1\/2 of 24 cells\)/);
+  });
+
   it('an invalid experiment file is 2 with file:line:col', async () => {
     const f = path.join(tmp, 'bad.yaml');
     await writeFile(f, 'name: bad\nworkloads:\n  w: { tool: fio, ioengnie: mmap }\n');
