@@ -97,7 +97,7 @@ interface Stamp {
 /** Mirror URI of the host's Debian entries (deb822 or one-line), else deb.debian.org. */
 export function debianMirror(sources: string): string {
   for (const stanza of sources.split(/\n\s*\n/)) {
-    if (!/^Types:\s*.*\bdeb\b/m.test(stanza) || !/^Suites:.*\bbookworm\b/m.test(stanza)) continue;
+    if (!/^Types:(.*\s)?deb(\s|$)/m.test(stanza) || !/^Suites:.*\bbookworm\b/m.test(stanza)) continue;
     const m = /^URIs:\s*(\S+)/m.exec(stanza);
     if (m?.[1] && !/security/.test(m[1])) return m[1];
   }

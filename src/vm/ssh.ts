@@ -87,7 +87,8 @@ const STATUS_FN = (d: string): string =>
     '  if [ -e "$d/rc" ]; then echo "state=done rc=$(cat "$d/rc")"; return; fi',
     '  if [ ! -d "$d" ]; then echo "state=missing"; return; fi',
     '  p=$(cat "$d/pid" 2>/dev/null || true)',
-    '  if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then echo "state=running pid=$p"; return; fi',
+    // A zombie (state Z after the ")" of /proc/PID/stat) has ended: its parent did not reap it yet.
+    '  if [ -n "$p" ] && kill -0 "$p" 2>/dev/null && [ "$(sed \'s/.*) //\' "/proc/$p/stat" 2>/dev/null | cut -c1)" != Z ]; then echo "state=running pid=$p"; return; fi',
     // The job may have ended between the two tests: look for its status once more.
     '  if [ -e "$d/rc" ]; then echo "state=done rc=$(cat "$d/rc")"; return; fi',
     '  echo "state=lost pid=${p:-none}"',
@@ -109,10 +110,11 @@ export function jobWaitScript(id: string, seconds: number, root = JOB_ROOT): str
   if (!Number.isInteger(seconds) || seconds < 0) throw new Error(`job wait: ${seconds} is not a whole number of seconds`);
   return [
     STATUS_FN(`${root}/${id}`),
-    `end=$(( $(date +%s) + ${seconds} ))`,
+    // Polls counted, not date(1) seconds: those would make a 1 s wait anything from 0 to 1 s.
+    `n=${seconds * 5}`,
     'while :; do',
     '  s=$(status)',
-    '  case "$s" in state=running*) [ "$(date +%s)" -lt "$end" ] || break; sleep 0.2 ;; *) break ;; esac',
+    '  case "$s" in state=running*) [ "$n" -gt 0 ] || break; n=$((n - 1)); sleep 0.2 ;; *) break ;; esac',
     'done',
     'echo "$s"',
   ].join('\n');
