@@ -29,6 +29,10 @@ usage:
       Build QEMU with native/qemu/*.patch (memory-backend-file format=pcow) into the cache, or reuse
       the cached build of the same source, patches, libpcow and configure flags. Default source:
       \`apt-get source qemu\` (as root it adds a deb-src entry if there is none).
+  pcow-harness build-guest [--boot] [--accel tcg|kvm] [--json]
+      Build (or reuse) the Debian guest image the experiments log into over SSH (debootstrap bookworm
+      minbase + fio, redis, ndctl, PMDK; qcow2 + initrd + pinned host key) in the cache; --boot also
+      boots it once and prints the time to SSH.
   pcow-harness boot [IMAGE] [--size SIZE] [--accel tcg|kvm]
       Build (or reuse) the patched QEMU and boot the test guest on the pcow image IMAGE (default
       pcow-guest.img; created with SIZE, default 4G, when missing): it writes at three offsets of
@@ -131,6 +135,33 @@ export async function main(argv: string[]): Promise<number> {
           values.json
             ? `${JSON.stringify(q, null, 2)}\n`
             : `${q.binary}\n  source ${q.sourceVersion}, patches ${q.patchHash.slice(0, 12)}, libpcow ${q.nativeHash.slice(0, 12)}, binary sha256 ${q.binaryHash.slice(0, 12)}\n  ${q.cached ? 'cached' : 'built'} in ${q.seconds.toFixed(1)} s (log: ${q.logFile})\n`,
+        );
+        return 0;
+      }
+      case 'build-guest': {
+        const { values, positionals } = parse(rest, { boot: { type: 'boolean' }, accel: { type: 'string' }, json: { type: 'boolean' } });
+        if (positionals.length > 0) throw new UsageError(`build-guest takes no arguments, got: ${positionals.join(' ')}`);
+        const accel = (values.accel as string | undefined) ?? 'tcg';
+        if (accel !== 'tcg' && accel !== 'kvm') throw new UsageError(`--accel must be tcg or kvm, got "${accel}"`);
+        const log = (l: string): void => void process.stderr.write(`${l}\n`);
+        const { ensureDebianImage } = await import('../build/guest-image.ts');
+        const img = await ensureDebianImage({ log });
+        let boot: { bootMs: number; sshMs: number; uname: string } | undefined;
+        if (values.boot) {
+          const { DebianGuest } = await import('../vm/debian.ts');
+          const g = await DebianGuest.boot({ accel, name: 'build-guest', log });
+          try {
+            boot = { bootMs: g.bootMs, sshMs: g.sshMs, uname: (await g.ssh.check(['uname', '-r'])).stdout.trim() };
+            await g.poweroff();
+          } finally {
+            await g.stop();
+          }
+        }
+        process.stdout.write(
+          values.json
+            ? `${JSON.stringify({ ...img, boot }, null, 2)}\n`
+            : `${img.rootImage}\n  ${img.packages.length} packages, qcow2 ${(img.rootImageBytes / 1e6).toFixed(0)} MB (files ${(img.rootfsBytes / 1e6).toFixed(0)} MB), kernel ${img.kernel.release}\n  ${img.cached ? `cached (built in ${img.buildSeconds.toFixed(0)} s)` : 'built'} in ${img.seconds.toFixed(1)} s (log: ${img.logFile})\n` +
+                (boot ? `  boot (${accel}): ready marker ${(boot.bootMs / 1000).toFixed(1)} s, SSH ${(boot.sshMs / 1000).toFixed(1)} s after QEMU started (uname -r: ${boot.uname})\n` : ''),
         );
         return 0;
       }

@@ -5,7 +5,7 @@
 // itself, so a guest that dies or hangs ends with the reason and the console's tail, never a
 // wait on SSH alone. stop() always leaves no QEMU behind.
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -66,6 +66,7 @@ export class DebianGuest {
     const timeoutMs = opts.bootTimeoutMs ?? (accel === 'kvm' ? 30_000 : 90_000);
     const ownDir = opts.dir === undefined;
     const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), 'pcow-debian-')));
+    await mkdir(dir, { recursive: true });
     let vm: Vm | undefined;
     try {
       const overlay = join(dir, 'root-overlay.qcow2');
