@@ -186,6 +186,11 @@ export class HostKeyMismatchError extends Error {
   }
 }
 
+/** The client key is unusable (no attempt can succeed). */
+export class SshKeyError extends Error {
+  override name = 'SshKeyError';
+}
+
 export interface ReadyOptions {
   /** Overall bound (default 60 s). */
   timeoutMs?: number;
@@ -213,6 +218,9 @@ export class GuestSsh {
   /** One connection attempt; a wrong host key fails with HostKeyMismatchError. */
   static connect(target: SshTarget, timeoutMs = 10_000): Promise<GuestSsh> {
     const pinned = publicKeyBlob(target.hostKey);
+    // A key ssh2 cannot read would fail every attempt the same way: say so once, up front.
+    const parsed = ssh2.utils.parseKey(target.privateKey);
+    if (parsed instanceof Error) return Promise.reject(new SshKeyError(`guest ${target.name}: the client private key cannot be used: ${parsed.message}`));
     return new Promise((resolve, reject) => {
       const client = new Client();
       let mismatch: HostKeyMismatchError | null = null;
@@ -272,7 +280,7 @@ export class GuestSsh {
       try {
         return await GuestSsh.connect(target, Math.min(opts.attemptMs ?? 10_000, Math.max(1000, deadline - Date.now())));
       } catch (e) {
-        if (e instanceof HostKeyMismatchError) throw e;
+        if (e instanceof HostKeyMismatchError || e instanceof SshKeyError) throw e;
         last = e as Error;
       }
       if (Date.now() + delay > deadline) {

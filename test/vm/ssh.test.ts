@@ -2,6 +2,7 @@
 // sh on random argv), the detached-job protocol (its shell scripts run here against a temp
 // directory, as they run in the guest), the status parser, key lines, the image's helpers and
 // the QEMU argv of the SSH port forward.
+import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,7 +10,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { debianMirror, installedPackages } from '../../src/build/guest-image.ts';
 import { run } from '../../src/util/proc.ts';
 import { qemuArgv } from '../../src/vm/machine.ts';
-import { detachedLaunchScript, jobStatusScript, jobWaitScript, newJobId, parseJobStatus, publicKeyBlob, shJoin, shQuote } from '../../src/vm/ssh.ts';
+import { freePort } from '../../src/vm/debian.ts';
+import { GuestSsh, detachedLaunchScript, jobStatusScript, jobWaitScript, newJobId, parseJobStatus, publicKeyBlob, shJoin, shQuote, type SshTarget } from '../../src/vm/ssh.ts';
 
 let dir = '';
 beforeAll(async () => {
@@ -127,6 +129,46 @@ describe('keys, mirror and package manifest', () => {
     const status = 'Package: a\nStatus: install ok installed\nVersion: 1.0\n\nPackage: b\nStatus: deinstall ok config-files\nVersion: 2\n\nPackage: c\nStatus: install ok installed\nVersion: 1:3-1\n';
     expect(installedPackages(status)).toEqual(['a=1.0', 'c=1:3-1']);
     await writeFile(join(dir, 'status'), status);
+  });
+});
+
+describe('SSH ready-wait without a guest', () => {
+  const target = async (extra: Partial<SshTarget> = {}): Promise<SshTarget> => {
+    const k = join(dir, 'client');
+    if (!existsSync(k)) await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', k], { timeoutMs: 30_000 });
+    return {
+      name: 'nobody',
+      host: '127.0.0.1',
+      port: await freePort(),
+      user: 'root',
+      privateKey: await readFile(k),
+      hostKey: await readFile(`${k}.pub`, 'utf8'),
+      serialTail: async () => ['last console line'],
+      ...extra,
+    };
+  };
+
+  it('gives up at its bound with the attempts, the last error and the console tail', async () => {
+    const t0 = Date.now();
+    const e = (await GuestSsh.waitReady(await target(), { timeoutMs: 2000 }).then(
+      () => new Error('connected to nobody'),
+      (x: unknown) => x as Error,
+    ));
+    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(e.message).toMatch(/guest nobody: SSH not ready within 2 s \(\d+ attempts\) \(last error: .*ECONNREFUSED/);
+    expect(e.message).toContain('last console line');
+  });
+
+  it('an unusable client key fails at once, not at the bound', async () => {
+    const t0 = Date.now();
+    await expect(GuestSsh.waitReady(await target({ privateKey: 'not a key' }), { timeoutMs: 30_000 })).rejects.toThrow(/guest nobody: the client private key cannot be used/);
+    expect(Date.now() - t0).toBeLessThan(2000);
+  });
+
+  it('stops at once when the guest is dead, naming why', async () => {
+    const t0 = Date.now();
+    await expect(GuestSsh.waitReady(await target({ dead: async () => 'QEMU exited with code 1 after 0.5 s' }), { timeoutMs: 30_000 })).rejects.toThrow(/guest nobody: never reached SSH: QEMU exited with code 1/);
+    expect(Date.now() - t0).toBeLessThan(2000);
   });
 });
 
