@@ -44,6 +44,11 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/** QEMU refused to start because the forwarded host port was taken (the retry's test). */
+export function portTaken(e: unknown): boolean {
+  return e instanceof VmError && /Could not set up host forwarding|Address already in use/i.test(e.message);
+}
+
 export class DebianGuest {
   private constructor(
     readonly name: string,
@@ -95,7 +100,7 @@ export class DebianGuest {
           vm = await Vm.start(spec, { dir, signal: opts.signal });
           break;
         } catch (e) {
-          if (attempt < 4 && e instanceof VmError && /host forwarding|Address already in use/i.test(e.message)) continue;
+          if (attempt < 4 && portTaken(e)) continue;
           throw e;
         }
       }

@@ -4,13 +4,14 @@
 // the QEMU argv of the SSH port forward.
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { debianMirror, installedPackages } from '../../src/build/guest-image.ts';
 import { run } from '../../src/util/proc.ts';
-import { qemuArgv } from '../../src/vm/machine.ts';
-import { freePort } from '../../src/vm/debian.ts';
+import { Vm, liveVmCount, qemuArgv } from '../../src/vm/machine.ts';
+import { freePort, portTaken } from '../../src/vm/debian.ts';
 import { GuestSsh, detachedLaunchScript, jobStatusScript, jobWaitScript, newJobId, parseJobStatus, publicKeyBlob, shJoin, shQuote, type SshTarget } from '../../src/vm/ssh.ts';
 
 let dir = '';
@@ -179,5 +180,26 @@ describe('QEMU argv for the SSH port forward', () => {
     expect(argv.join(' ')).toContain('-netdev user,id=net0,hostfwd=tcp:127.0.0.1:40022-:22 -device virtio-net-pci,netdev=net0,romfile=');
     expect(qemuArgv({ accel: 'tcg', kernel: 'k', initrd: 'i' }, paths)).not.toContain('-netdev');
     expect(() => qemuArgv({ accel: 'tcg', kernel: 'k', initrd: 'i', sshPort: 70000 }, paths)).toThrow(/not a TCP port/);
+  });
+
+  it('a forwarded port taken by someone else makes QEMU refuse to start with an error the boot retries on', async () => {
+    const srv = createServer();
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+    try {
+      const port = (srv.address() as { port: number }).port;
+      const e = await Vm.start({ accel: 'tcg', kernel: '/dev/null', initrd: '/dev/null', sshPort: port }).then(
+        async (vm) => {
+          await vm.stop();
+          return new Error('QEMU started on a taken port');
+        },
+        (x: unknown) => x as Error,
+      );
+      expect(e.message).toMatch(new RegExp(`Could not set up host forwarding rule 'tcp:127.0.0.1:${port}-:22'`));
+      expect(portTaken(e)).toBe(true);
+      expect(portTaken(new Error('Could not set up host forwarding'))).toBe(false); // only QEMU's own VmError
+      expect(liveVmCount()).toBe(0);
+    } finally {
+      srv.close();
+    }
   });
 });
