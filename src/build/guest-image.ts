@@ -160,6 +160,25 @@ export function installedPackages(status: string): string[] {
   return out.sort();
 }
 
+/** Mount points in /proc/self/mountinfo (field 5, octal escapes decoded) at or under `dir`. */
+export function mountsUnder(mountinfo: string, dir: string): string[] {
+  const base = path.resolve(dir);
+  return mountinfo
+    .split('\n')
+    .map((l) => l.split(' ')[4])
+    .filter((m): m is string => m !== undefined)
+    .map((m) => m.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8))))
+    .filter((m) => m === base || m.startsWith(`${base}/`))
+    .sort((a, b) => b.length - a.length);
+}
+
+/** Lazily unmount everything under dir (deepest first) before it is removed; returns what stays mounted. */
+async function unmountUnder(dir: string): Promise<string[]> {
+  const read = async (): Promise<string[]> => mountsUnder(await readFile('/proc/self/mountinfo', 'utf8').catch(() => ''), dir);
+  for (const m of await read()) await run('umount', ['-l', '--', m], { timeoutMs: 30_000 });
+  return read();
+}
+
 /** debootstrap with its output in the log, its last "I:" line reported every 15 s. */
 async function debootstrap(o: Ctx, ds: { bin: string; dir: string }, args: string[], timeoutMs: number): Promise<void> {
   const out = path.join(path.dirname(o.logFile), 'debootstrap.log');
@@ -291,6 +310,8 @@ async function buildImage(opts: GuestImageSetup): Promise<DebianImage> {
   return withLock(`${dir}.lock`, o, async () => {
     const again = await reuse();
     if (again) return again;
+    const busy = await unmountUnder(dir);
+    if (busy.length) throw new Error(`guest-image: cannot rebuild ${dir}: still mounted inside it: ${busy.join(', ')} (unmount them)`);
     await rm(dir, { recursive: true, force: true });
     await mkdir(dir, { recursive: true });
     await writeFile(logFile, `pcow Debian guest image ${key}\n${inputs.join('\n')}\n`);
@@ -338,9 +359,8 @@ async function buildImage(opts: GuestImageSetup): Promise<DebianImage> {
       log(`guest-image: ready in ${stamp.buildSeconds.toFixed(0)} s: ${files.rootImage} (${(stamp.rootImageBytes / 1e6).toFixed(0)} MB)`);
       return result(stamp, false);
     } catch (e) {
-      // Keep the log; drop the half-built tree (debootstrap leaves /proc mounted on failure).
-      await run('umount', ['-R', path.join(rootfs, 'proc')], { timeoutMs: 30_000 }).catch(() => undefined);
-      await rm(rootfs, { recursive: true, force: true }).catch(() => undefined);
+      // Keep the log; drop the half-built tree (a killed debootstrap leaves proc/sys/dev mounted in it).
+      if ((await unmountUnder(rootfs)).length === 0) await rm(rootfs, { recursive: true, force: true }).catch(() => undefined);
       await rm(rootExt4, { force: true });
       throw e;
     }

@@ -8,7 +8,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { debianMirror, installedPackages } from '../../src/build/guest-image.ts';
+import { debianMirror, installedPackages, mountsUnder } from '../../src/build/guest-image.ts';
 import { run } from '../../src/util/proc.ts';
 import { Vm, liveVmCount, qemuArgv } from '../../src/vm/machine.ts';
 import { freePort, portTaken } from '../../src/vm/debian.ts';
@@ -124,6 +124,19 @@ describe('keys, mirror and package manifest', () => {
     expect(debianMirror(deb822)).toBe('http://mirror.example/debian');
     expect(debianMirror('deb [arch=amd64] http://m.example/debian bookworm main\n')).toBe('http://m.example/debian');
     expect(debianMirror('')).toBe('http://deb.debian.org/debian');
+  });
+
+  it('mountsUnder finds what a killed debootstrap left mounted in the tree, deepest first, and nothing beside it', () => {
+    const info = [
+      '22 1 0:21 / /proc rw - proc proc rw',
+      '90 80 0:5 / /c/guest-image/k/rootfs/proc rw - proc proc rw',
+      '91 80 0:6 / /c/guest-image/k/rootfs/dev/pts rw - devpts devpts rw',
+      '92 80 0:7 / /c/guest-image/k/rootfs/dev rw - tmpfs nodev rw',
+      '93 80 0:8 / /c/guest-image/k/rootfs2 rw - tmpfs x rw',
+      '94 80 0:9 / /c/guest-image/k/root\\040fs/sys rw - sysfs sysfs rw',
+    ].join('\n');
+    expect(mountsUnder(info, '/c/guest-image/k/rootfs')).toEqual(['/c/guest-image/k/rootfs/dev/pts', '/c/guest-image/k/rootfs/proc', '/c/guest-image/k/rootfs/dev']);
+    expect(mountsUnder(info, '/c/guest-image/k/root fs/')).toEqual(['/c/guest-image/k/root fs/sys']);
   });
 
   it('installedPackages lists installed packages with versions from a dpkg status file', async () => {
