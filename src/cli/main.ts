@@ -144,7 +144,7 @@ export async function main(argv: string[]): Promise<number> {
         const accel = (values.accel as string | undefined) ?? 'tcg';
         if (accel !== 'tcg' && accel !== 'kvm') throw new UsageError(`--accel must be tcg or kvm, got "${accel}"`);
         const log = (l: string): void => void process.stderr.write(`${l}\n`);
-        const { ensureDebianImage } = await import('../build/guest-image.ts');
+        const { ensureDebianImage } = await import('../vm/image.ts');
         const img = await ensureDebianImage({ log });
         let boot: { bootMs: number; sshMs: number; uname: string } | undefined;
         if (values.boot) {

@@ -1,4 +1,4 @@
-// The Debian guest (src/build/guest-image.ts) booted for one run: a throw-away qcow2 overlay
+// The Debian guest (src/vm/image.ts) booted for one run: a throw-away qcow2 overlay
 // over the cached base image, the kernel + small initrd, the root disk found by its virtio
 // serial, guest port 22 forwarded from a free host port, and an SSH connection with the
 // image's pinned host key. The boot watches the serial console (ready marker, panic) and QEMU
@@ -9,7 +9,7 @@ import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ensureDebianImage, ROOT_SERIAL, type DebianImage, type GuestImageSetup } from '../build/guest-image.ts';
+import { ensureDebianImage, ROOT_SERIAL, type DebianImage, type GuestImageSetup } from './image.ts';
 import { failure, run } from '../util/proc.ts';
 import { Vm, VmError, type Accel, type Disk, type VmSpec } from './machine.ts';
 import { GuestSsh, type SshTarget } from './ssh.ts';

@@ -1,4 +1,4 @@
-// SSH into a harness guest (the Debian image, src/build/guest-image.ts) with ssh2: a ready-wait
+// SSH into a harness guest (the Debian image, src/vm/image.ts) with ssh2: a ready-wait
 // with backoff and a bound that also watches the guest (QEMU gone, kernel panic: polling SSH
 // alone would spin until its bound), keepalive, a timeout per command, file and directory
 // upload/download over SFTP, and long commands run detached in the guest with a status

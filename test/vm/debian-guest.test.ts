@@ -7,7 +7,7 @@ import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ensureDebianImage } from '../../src/build/guest-image.ts';
+import { ensureDebianImage } from '../../src/vm/image.ts';
 import { run } from '../../src/util/proc.ts';
 import { repoRoot } from '../../src/util/paths.ts';
 import { DebianGuest } from '../../src/vm/debian.ts';

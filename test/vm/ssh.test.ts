@@ -8,7 +8,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { debianMirror, installedPackages, mountsUnder } from '../../src/build/guest-image.ts';
+import { debianMirror, installedPackages, mountsUnder } from '../../src/vm/image.ts';
 import { run } from '../../src/util/proc.ts';
 import { Vm, liveVmCount, qemuArgv } from '../../src/vm/machine.ts';
 import { freePort, portTaken } from '../../src/vm/debian.ts';

@@ -1,17 +1,19 @@
 // Build stage for the Debian guest the experiments log into over SSH (DESIGN.md "Facts about
-// guests"): a bookworm rootfs from `debootstrap --variant=minbase` with the workload packages,
-// trimmed, as an ext4 image (`mkfs.ext4 -d`, no loop mount) converted to qcow2; a small busybox
-// initrd that loads virtio/ext4, finds the root disk by its virtio serial and switch_roots to
+// guests"; next to guest.ts's initramfs, with src/build/qemu.ts's lock and log helpers): a
+// bookworm rootfs from `debootstrap --variant=minbase` with the workload packages, trimmed, as an
+// ext4 image (`mkfs.ext4 -d`, no loop mount) converted to qcow2; a small busybox initrd that
+// loads virtio/ext4, finds the root disk by its virtio serial and switch_roots to
 // guest-scripts/debian-init; an ed25519 host key generated here and pinned by the harness, and a
 // client key pair for root. debootstrap itself comes from `apt-get download` + `dpkg-deb -x`
 // (never installed on the host). Cached under <cache>/guest-image/<key>, the key a hash of
 // every input (package list and candidate versions, debootstrap version, mirror, scripts,
-// kernel, modules, busybox); a second call with the same inputs returns in well under a second.
-// Boot with src/vm/debian.ts (a throw-away qcow2 overlay per run).
+// kernel, modules, busybox); a second call with the same inputs returns in a few seconds.
+// Boot with ./debian.ts (a throw-away qcow2 overlay per run).
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { appendFile, chmod, copyFile, mkdir, open, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { logged, readStamp, withLock, type Ctx } from '../build/qemu.ts';
 import { cacheDir } from '../host/cache.ts';
 import { cpioNewc, type CpioEntry } from '../host/cpio.ts';
 import { aptRun, ensureCommands, step, type InstallOptions } from '../host/install.ts';
@@ -19,9 +21,8 @@ import { BUSYBOX, ensureProbeKernel, isStaticElf, type ProbeKernel } from '../ho
 import type { SetupStep } from '../results/types.ts';
 import { repoRoot } from '../util/paths.ts';
 import { failure, run } from '../util/proc.ts';
-import { ensureVmlinux } from '../vm/guest.ts';
-import { resolveModules } from '../vm/modules.ts';
-import { logged, readStamp, withLock, type Ctx } from './qemu.ts';
+import { ensureVmlinux } from './guest.ts';
+import { resolveModules } from './modules.ts';
 
 /** Packages debootstrap adds to minbase (names checked with apt-cache in bookworm). */
 export const GUEST_PACKAGES: readonly string[] = [
@@ -399,7 +400,7 @@ async function configureRootfs(
   await writeFile(
     r('etc/ssh/sshd_config.d/pcow.conf'),
     [
-      '# pcow harness guest (src/build/guest-image.ts)',
+      '# pcow harness guest (src/vm/image.ts)',
       'HostKey /etc/ssh/ssh_host_ed25519_key',
       'PermitRootLogin prohibit-password',
       'PasswordAuthentication no',
