@@ -195,20 +195,23 @@ async function ensureDebSrc(o: Ctx): Promise<{ url: string; file: string; versio
   return dsc;
 }
 
-interface Ctx {
+/** A cached build in progress (this QEMU build, the guest image's): shared by logged and the cache lock. */
+export interface Ctx {
   signal?: AbortSignal;
   log: (line: string) => void;
   steps: SetupStep[];
   logFile: string;
+  /** The build's name in messages (default "qemu"). */
+  stage?: string;
 }
 
-/** Run a step, its output appended to the build log; throws with the command and the log's tail. */
-async function logged(o: Ctx, what: string, cmd: string, args: string[], opts: RunOptions = {}): Promise<void> {
+/** Run a step, its output appended to the build log; throws with the command and the build log's path. */
+export async function logged(o: Ctx, what: string, cmd: string, args: string[], opts: RunOptions = {}): Promise<void> {
   await appendFile(o.logFile, `\n=== ${what}: ${[cmd, ...args].join(' ')}${opts.cwd ? ` (in ${opts.cwd})` : ''}\n`);
   const r = await run(cmd, args, { signal: o.signal, ...opts });
   await appendFile(o.logFile, r.stdout + r.stderr);
   const why = failure(r);
-  if (why) throw new Error(`qemu build: ${what} failed: ${why}\n(full log: ${o.logFile})`);
+  if (why) throw new Error(`${o.stage ?? 'qemu'} build: ${what} failed: ${why}\n(full log: ${o.logFile})`);
 }
 
 interface Source {
@@ -278,9 +281,9 @@ export function qemuCacheKey(parts: { sourceVersion: string; patchHash: string; 
   return h.digest('hex').slice(0, 16);
 }
 
-async function readStamp(file: string): Promise<Stamp | null> {
+export async function readStamp<T = Stamp>(file: string): Promise<T | null> {
   try {
-    return JSON.parse(await readFile(file, 'utf8')) as Stamp;
+    return JSON.parse(await readFile(file, 'utf8')) as T;
   } catch {
     return null;
   }

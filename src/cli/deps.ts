@@ -16,6 +16,9 @@ export const TEST_COMMANDS: CommandRequirement[] = [
   { command: 'qemu-system-x86_64', debianPackage: 'qemu-system-x86' },
   { command: '/bin/busybox', debianPackage: 'busybox-static' },
   { command: 'cpio', debianPackage: 'cpio' },
+  // The Debian guest image (src/vm/image.ts): debootstrap fetches with wget, keys with ssh-keygen.
+  { command: 'wget', debianPackage: 'wget' },
+  { command: 'ssh-keygen', debianPackage: 'openssh-client' },
   { command: 'chromium', debianPackage: 'chromium' },
 ];
 

@@ -5,6 +5,7 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ConfigError } from '../util/errors.ts';
 import { repoRoot } from '../util/paths.ts';
+import type { AccelChoice } from '../vm/accel.ts';
 // Command modules are imported when their command runs: `deps` must work before anything else
 // is installed, and `doctor` should not load the chart renderer.
 
@@ -46,7 +47,11 @@ usage:
       Build QEMU with native/qemu/*.patch (memory-backend-file format=pcow) into the cache, or reuse
       the cached build of the same source, patches, libpcow and configure flags. Default source:
       \`apt-get source qemu\` (as root it adds a deb-src entry if there is none).
-  pcow-harness boot [IMAGE] [--size SIZE] [--accel tcg|kvm]   (default: the boot probe's verdict)
+  pcow-harness build-guest [--boot] [--accel tcg|kvm] [--json]   (default accel: the boot probe's verdict)
+      Build (or reuse) the Debian guest image the experiments log into over SSH (debootstrap bookworm
+      minbase + fio, redis, ndctl, PMDK; qcow2 + initrd + pinned host key) in the cache; --boot also
+      boots it once and prints the time to SSH.
+  pcow-harness boot [IMAGE] [--size SIZE] [--accel tcg|kvm]   (default accel: the boot probe's verdict)
       Build (or reuse) the patched QEMU and boot the test guest on the pcow image IMAGE (default
       pcow-guest.img; created with SIZE, default 4G, when missing): it writes at three offsets of
       /dev/pmem0 and powers off; prints boot times, clusters used, pcow-img check and query-pcow.
@@ -75,6 +80,15 @@ export function availableExperiments(cwd: string): string[] {
 }
 
 type Options = NonNullable<NonNullable<Parameters<typeof parseArgs>[0]>['options']>;
+
+/** --accel if given (checked), else the boot probe's verdict (src/vm/accel.ts), logged with why. */
+async function chooseAccel(given: string | undefined, log: (line: string) => void): Promise<AccelChoice['accel']> {
+  if (given !== undefined && given !== 'tcg' && given !== 'kvm') throw new UsageError(`--accel must be tcg or kvm, got "${given}"`);
+  const { guestAccel } = await import('../vm/accel.ts');
+  const chosen: AccelChoice = given === 'tcg' || given === 'kvm' ? { accel: given, why: '--accel' } : await guestAccel({ log });
+  log(`accelerator: ${chosen.accel} (${chosen.why})`);
+  return chosen.accel;
+}
 
 function parse(args: string[], options: Options) {
   try {
@@ -273,18 +287,38 @@ export async function main(argv: string[]): Promise<number> {
         );
         return 0;
       }
+      case 'build-guest': {
+        const { values, positionals } = parse(rest, { boot: { type: 'boolean' }, accel: { type: 'string' }, json: { type: 'boolean' } });
+        if (positionals.length > 0) throw new UsageError(`build-guest takes no arguments, got: ${positionals.join(' ')}`);
+        const log = (l: string): void => void process.stderr.write(`${l}\n`);
+        const accel = await chooseAccel(values.accel as string | undefined, log);
+        const { ensureDebianImage } = await import('../vm/image.ts');
+        const img = await ensureDebianImage({ log });
+        let boot: { bootMs: number; sshMs: number; uname: string } | undefined;
+        if (values.boot) {
+          const { DebianGuest } = await import('../vm/debian.ts');
+          const g = await DebianGuest.boot({ accel, name: 'build-guest', log });
+          try {
+            boot = { bootMs: g.bootMs, sshMs: g.sshMs, uname: (await g.ssh.check(['uname', '-r'])).stdout.trim() };
+            await g.poweroff();
+          } finally {
+            await g.stop();
+          }
+        }
+        process.stdout.write(
+          values.json
+            ? `${JSON.stringify({ ...img, boot }, null, 2)}\n`
+            : `${img.rootImage}\n  ${img.packages.length} packages, qcow2 ${(img.rootImageBytes / 1e6).toFixed(0)} MB (files ${(img.rootfsBytes / 1e6).toFixed(0)} MB), kernel ${img.kernel.release}\n  ${img.cached ? `cached (built in ${img.buildSeconds.toFixed(0)} s)` : 'built'} in ${img.seconds.toFixed(1)} s (log: ${img.logFile})\n` +
+                (boot ? `  boot (${accel}): ready marker ${(boot.bootMs / 1000).toFixed(1)} s, SSH ${(boot.sshMs / 1000).toFixed(1)} s after QEMU started (uname -r: ${boot.uname})\n` : ''),
+        );
+        return 0;
+      }
       case 'boot': {
         const { values, positionals } = parse(rest, { size: { type: 'string' }, accel: { type: 'string' } });
         if (positionals.length > 1) throw new UsageError(`boot takes one image, got: ${positionals.join(' ')}`);
-        const given = values.accel as string | undefined;
-        if (given !== undefined && given !== 'tcg' && given !== 'kvm') throw new UsageError(`--accel must be tcg or kvm, got "${given}"`);
-        const forced: 'tcg' | 'kvm' | undefined = given;
-        const { bootSmoke } = await import('../vm/smoke.ts');
-        const { guestAccel } = await import('../vm/accel.ts');
         const log = (l: string): void => void process.stderr.write(`${l}\n`);
-        const chosen = forced ? { accel: forced, why: '--accel' } : await guestAccel({ log });
-        log(`accelerator: ${chosen.accel} (${chosen.why})`);
-        const accel = chosen.accel;
+        const accel = await chooseAccel(values.accel as string | undefined, log);
+        const { bootSmoke } = await import('../vm/smoke.ts');
         const image = path.resolve(process.env.INIT_CWD ?? process.cwd(), positionals[0] ?? 'pcow-guest.img');
         const out = await bootSmoke({ image, size: values.size as string | undefined, accel, log });
         process.stdout.write(`${out}\n`);

@@ -211,7 +211,7 @@ async function buildGuest(opts: GuestSetup): Promise<GuestImage> {
  * vmlinuz's xz payload into the cache; the vmlinuz itself when the kernel has no PVH entry or
  * the payload is not xz.
  */
-async function ensureVmlinux(kernel: ProbeKernel, opts: GuestSetup): Promise<string> {
+export async function ensureVmlinux(kernel: ProbeKernel, opts: GuestSetup): Promise<string> {
   const config = await readFile(kernel.config, 'utf8').catch(() => '');
   if (!/^CONFIG_PVH=y$/m.test(config) || !/^CONFIG_KERNEL_XZ=y$/m.test(config)) return kernel.vmlinuz;
   const out = join(cacheDir('vmlinux'), `vmlinux-${kernel.release}-${kernel.version.replace(/[^\w.+-]/g, '_')}`);

@@ -59,6 +59,11 @@ export interface VmSpec {
    * Vm.send(), the guest reads them (guest-scripts/init: wait_host). The console stays ttyS0.
    */
   control?: boolean;
+  /**
+   * A virtio NIC on QEMU's user-mode network (slirp; the guest is 10.0.2.15) with the guest's
+   * port 22 forwarded from 127.0.0.1:sshPort on the host (src/vm/debian.ts picks the port).
+   */
+  sshPort?: number;
 }
 
 /** Where a VM keeps its files. */
@@ -124,6 +129,11 @@ export function qemuArgv(spec: VmSpec, paths: VmPaths): string[] {
     // panic=-1: a panicking guest reboots at once, and -no-reboot turns that into QEMU's exit.
     '-append', ['console=ttyS0', 'panic=-1', 'loglevel=4', spec.append ?? ''].join(' ').trim(),
   );
+  if (spec.sshPort !== undefined) {
+    if (!Number.isInteger(spec.sshPort) || spec.sshPort < 1 || spec.sshPort > 65535) throw new Error(`sshPort ${spec.sshPort} is not a TCP port`);
+    // romfile= : no iPXE option ROM (the kernel is booted directly; it only costs boot time).
+    args.push('-netdev', `user,id=net0,hostfwd=tcp:127.0.0.1:${spec.sshPort}-:22`, '-device', 'virtio-net-pci,netdev=net0,romfile=');
+  }
   if (spec.control) args.push('-chardev', `socket,id=ctl,path=${optValue(paths.control)},server=on,wait=off`, '-device', 'isa-serial,chardev=ctl');
   let n = 0;
   for (const d of disks) {
@@ -328,6 +338,17 @@ export class Vm {
       if (Date.now() > deadline) throw await this.failed(`timed out waiting for ${what} (${(this.uptimeMs / 1000).toFixed(1)} s after QEMU started)`);
       await sleep(50);
     }
+  }
+
+  /**
+   * Why the guest cannot run any more, or null while it may: QEMU has exited (how), or the
+   * serial console shows a kernel panic. Cheap enough to poll.
+   */
+  async gone(): Promise<string | null> {
+    const r = this.result;
+    if (r) return `QEMU ${r.signal ? `was killed by ${r.signal}` : `exited with code ${r.exitCode}`} after ${(r.durationMs / 1000).toFixed(1)} s`;
+    const panic = /Kernel panic - not syncing[^\n]*/.exec(await this.serial());
+    return panic ? `the guest kernel panicked (${panic[0].trim()})` : null;
   }
 
   /** Wait for QEMU to exit by itself (guest power-off); throws after timeoutMs. */
