@@ -4,7 +4,7 @@
  * report what happened. Runs inside the test guest (guest-scripts/dax-full.sh), built static on
  * the host (guest-scripts/Makefile) and shipped with runGuest's `binaries`.
  *
- *   dax-store DEV STEP COUNT
+ *   dax-store DEV STEP COUNT [read-first]
  *
  * A user-space store is the only access the guest kernel can survive a machine check on: a
  * kernel-mode store into pmem (the pmem driver's memcpy_flushcache, ext4-dax zeroing new blocks)
@@ -12,6 +12,9 @@
  * whose file system is full) with a memory error; QEMU turns it into a machine check, the guest
  * kernel's memory-failure handling sends this process SIGBUS with BUS_MCEERR_AR. Each store is
  * made once: after a SIGBUS the next step is tried (siglongjmp out of the handler).
+ * With read-first, each byte is loaded before it is stored: the load maps the page (a hole
+ * reads as zeros), so under TCG the store takes the TLB fast path in generated code instead
+ * of the slow path through QEMU's store helper; QEMU must place the machine check right in both.
  *
  * Output, one "KEY VALUE" line each:
  *   stores N            stores attempted (COUNT)
@@ -94,10 +97,11 @@ int main(int argc, char **argv)
 {
     unsigned long long step, count;
 
-    if (argc != 4) {
-        fprintf(stderr, "usage: dax-store DEV STEP COUNT\n");
+    if ((argc != 4 && argc != 5) || (argc == 5 && strcmp(argv[4], "read-first") != 0)) {
+        fprintf(stderr, "usage: dax-store DEV STEP COUNT [read-first]\n");
         return 2;
     }
+    int read_first = argc == 5;
     if (parse_size(argv[2], "STEP", &step) || parse_size(argv[3], "COUNT", &count))
         return 2;
     if (count > SIZE_MAX / step) {
@@ -138,6 +142,8 @@ int main(int argc, char **argv)
     volatile int first_code = 0, first_lsb = 0, mixed = 0;
     for (unsigned long long i = 0; i < count; i++) {
         if (sigsetjmp(jump, 1) == 0) {
+            if (read_first && p[i * step] != 0)
+                fprintf(stderr, "dax-store: byte %llu reads %u before the store\n", i * step, p[i * step]);
             p[i * step] = (uint8_t)'P';
             done[i] = 1;
             ok++;
