@@ -23,8 +23,9 @@ const guestScriptsDir = join(repoRoot, 'guest-scripts');
 // tmpfs under the full-image test's image: its 192 KiB, the devdax info block, ~a dozen clusters.
 const FULL_FS_KIB = 1024;
 // Linux recovers from a machine check in user space only with Intel-style MCA severities (or
-// AMD's overflow-recov, which QEMU 7.2 cannot give a TCG CPU): TCG's -cpu max is an AMD K8, so
-// the memory-error test gives the guest an Intel vendor. KVM passes the host CPU as it is.
+// AMD's overflow-recov, which QEMU 7.2 cannot give a TCG CPU): TCG's -cpu max is an AMD K8, whose
+// guest panics ("Uncorrected error without MCA Recovery"), so the memory-error test gives the
+// guest an Intel vendor. KVM passes the host CPU as it is.
 const mceCpuArgs = accel === 'tcg' ? ['-cpu', 'max,vendor=GenuineIntel'] : [];
 const pcowImg = nativeBins().pcowImg;
 let qemu: PatchedQemu;
