@@ -29,6 +29,11 @@ usage:
       Build QEMU with native/qemu/*.patch (memory-backend-file format=pcow) into the cache, or reuse
       the cached build of the same source, patches, libpcow and configure flags. Default source:
       \`apt-get source qemu\` (as root it adds a deb-src entry if there is none).
+  pcow-harness build-redis [--source DIR|TARBALL] [--json]
+      Build "redis+pmem-AOF (pcow's patch to Debian redis 7.0), not Intel pmem-redis": Debian's Redis
+      with native/redis/*.patch (aof-pmem: the AOF persisted through PMDK's libpmem) into the cache,
+      or reuse the cached build of the same source, patches, make flags and libraries. Default
+      source: \`apt-get source redis\`.
   pcow-harness boot [IMAGE] [--size SIZE] [--accel tcg|kvm]   (default: the boot probe's verdict)
       Build (or reuse) the patched QEMU and boot the test guest on the pcow image IMAGE (default
       pcow-guest.img; created with SIZE, default 4G, when missing): it writes at three offsets of
@@ -134,6 +139,18 @@ export async function main(argv: string[]): Promise<number> {
           values.json
             ? `${JSON.stringify(q, null, 2)}\n`
             : `${q.binary}\n  source ${q.sourceVersion}, patches ${q.patchHash.slice(0, 12)}, libpcow ${q.nativeHash.slice(0, 12)}, binary sha256 ${q.binaryHash.slice(0, 12)}\n  ${q.cached ? 'cached' : 'built'} in ${q.seconds.toFixed(1)} s (log: ${q.logFile})\n`,
+        );
+        return 0;
+      }
+      case 'build-redis': {
+        const { values, positionals } = parse(rest, { source: { type: 'string' }, json: { type: 'boolean' } });
+        if (positionals.length > 0) throw new UsageError(`build-redis takes no arguments, got: ${positionals.join(' ')}`);
+        const { ensureRedis } = await import('../build/redis.ts');
+        const r = await ensureRedis({ source: values.source as string | undefined, log: (l) => process.stderr.write(`${l}\n`) });
+        process.stdout.write(
+          values.json
+            ? `${JSON.stringify(r, null, 2)}\n`
+            : `${r.server}\n  ${r.label}\n  source ${r.sourceVersion}, patches ${r.patchHash.slice(0, 12)}, binary sha256 ${r.binaryHash.slice(0, 12)}, needs ${r.needed.join(' ')}\n  ${r.cached ? 'cached' : 'built'} in ${r.seconds.toFixed(1)} s (log: ${r.logFile})\n`,
         );
         return 0;
       }
