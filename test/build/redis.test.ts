@@ -10,6 +10,8 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { REDIS_ALLOWED_NEEDED, REDIS_PMEM_LABEL, ensureRedis, neededFromReadelf, redisCacheKey, type RedisBuild } from '../../src/build/redis.ts';
 import { parseRedisBenchmark } from '../../src/workloads/redis-bench-parse.ts';
 import { run } from '../../src/util/proc.ts';
+import type { Manifest } from '../../src/results/types.ts';
+import { runExperiment } from '../../src/run/lifecycle.ts';
 import { RedisServer, RespClient, RespError, type ServerOptions } from './redis-server.ts';
 
 let r: RedisBuild;
@@ -141,6 +143,30 @@ describe('the build', () => {
     expect(needed).toEqual(again.needed);
     expect(needed).toContain('libpmem.so.1');
     expect(needed.filter((l) => !REDIS_ALLOWED_NEEDED.includes(l))).toEqual([]);
+  });
+
+  it('an experiment with build.redis records it in the manifest, labelled', async () => {
+    const dir = pmDir();
+    const file = path.join(dir, 'e.yaml');
+    writeFileSync(
+      file,
+      `name: redis-prov\nhost:\n  pm: { kind: emulated, dir: ${dir}/pm }\nrepetitions: 1\ntimeout: 1m\nbuild:\n  redis: {}\n` +
+        `workloads:\n  qimg: { tool: qemu-img-bench, format: raw, size: 4MiB, count: 1024 }\n`,
+    );
+    const lines: string[] = [];
+    const out = await runExperiment({ file, resultsRoot: path.join(dir, 'results'), sink: { write: (t) => lines.push(t), isTTY: false }, print: () => undefined });
+    expect(out.exitCode, lines.join('')).toBe(0);
+    const m = JSON.parse(readFileSync(path.join(out.runDir!, 'manifest.json'), 'utf8')) as Manifest;
+    expect(m.build.redis).toMatchObject({
+      label: REDIS_PMEM_LABEL,
+      binary: r.server,
+      binaryHash: r.binaryHash,
+      version: r.version,
+      sourceVersion: r.sourceVersion,
+      patchHash: r.patchHash,
+      needed: r.needed,
+      cached: true,
+    });
   });
 
   it('keys the cache by every input', () => {
