@@ -2,7 +2,9 @@
 // src/build/redis.ts (the first run builds it, ~2.5 min on 2 cores; later runs reuse the cache).
 // The server runs on the host with its AOF in a tmpfs directory (emulated PM: pmem_is_pmem is
 // false there, so the patch persists with pmem_msync), `appendonly yes`, `appendfsync always`.
-// PCOW_REDIS_SEED=N replays the randomized model test; PCOW_REDIS_MODEL_SECONDS sets its length.
+// PCOW_REDIS_SEED=N replays the randomized model test; PCOW_REDIS_MODEL_SECONDS sets its length;
+// PCOW_REDIS_DIR=DIR runs the server tests against a development build (e.g. `make SANITIZER=address`
+// in a patched tree: DIR/redis-server, redis-benchmark, redis-check-aof).
 import { createHash } from 'node:crypto';
 import { mkdtempSync, openSync, readFileSync, readSync, closeSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -15,11 +17,14 @@ import { runExperiment } from '../../src/run/lifecycle.ts';
 import { RedisServer, RespClient, RespError, type ServerOptions } from './redis-server.ts';
 
 let r: RedisBuild;
+let bin: { server: string; benchmark: string; checkAof: string };
 const dirs: string[] = [];
 const servers: RedisServer[] = [];
 
 beforeAll(async () => {
   r = await ensureRedis({ log: (l) => process.stderr.write(`${l}\n`) });
+  const dev = process.env.PCOW_REDIS_DIR;
+  bin = dev ? { server: path.join(dev, 'redis-server'), benchmark: path.join(dev, 'redis-benchmark'), checkAof: path.join(dev, 'redis-check-aof') } : r;
 }, 30 * 60_000);
 
 afterEach(async () => {
@@ -35,7 +40,7 @@ function pmDir(): string {
 }
 
 async function start(dir: string, o: ServerOptions): Promise<RedisServer> {
-  const s = await RedisServer.start(r.server, dir, o);
+  const s = await RedisServer.start(bin.server, dir, o);
   servers.push(s);
   return s;
 }
@@ -62,7 +67,7 @@ function committedLength(file: string): bigint {
 }
 
 async function bench(s: RedisServer, args: string[], env: Record<string, string> = {}): Promise<string> {
-  const out = await run(r.benchmark, ['-s', s.sock, ...args], { timeoutMs: 120_000, env });
+  const out = await run(bin.benchmark, ['-s', s.sock, ...args], { timeoutMs: 120_000, env });
   expect(out.exitCode, out.stderr).toBe(0);
   return out.stdout;
 }
@@ -204,7 +209,7 @@ describe('aof-pmem on tmpfs (emulated PM)', () => {
     expect(Number(await s.info('aof_current_size'))).toBe(Number(committedLength(file)) + statSync(path.join(aofDir(dir), 'appendonly.aof.1.base.rdb')).size);
     await s.kill9();
 
-    const check = await run(r.checkAof, [path.join(aofDir(dir), 'appendonly.aof.manifest')]);
+    const check = await run(bin.checkAof, [path.join(aofDir(dir), 'appendonly.aof.manifest')]);
     expect(check.exitCode, check.stdout).toBe(0);
     expect(check.stdout).toContain(`${incr} is a pmem AOF (aof-pmem): checking its ${committedLength(file)} committed bytes`);
     expect(check.stdout).toContain('All AOF files and manifest are valid');
@@ -284,7 +289,7 @@ describe('aof-pmem on tmpfs (emulated PM)', () => {
     writeFileSync(file, raw);
     const sha = createHash('sha256').update(raw).digest('hex');
 
-    const refused = await run(r.server, RedisServer.argv(dir, { pmem: true, extra: ['--aof-load-truncated', 'no'] }), { timeoutMs: 30_000 });
+    const refused = await run(bin.server, RedisServer.argv(dir, { pmem: true, extra: ['--aof-load-truncated', 'no'] }), { timeoutMs: 30_000 });
     expect(refused.exitCode).toBe(1);
     expect(readFileSync(path.join(dir, 'redis.log'), 'utf8')).toMatch(/Unexpected end of file reading the append only file appendonly\.aof\.1\.incr\.aof/);
     expect(createHash('sha256').update(readFileSync(file)).digest('hex')).toBe(sha); // untouched
@@ -308,12 +313,12 @@ describe('aof-pmem on tmpfs (emulated PM)', () => {
     raw.writeBigUInt64LE(BigInt(raw.length), 16);
     writeFileSync(file, raw);
     const sha = createHash('sha256').update(raw).digest('hex');
-    const out = await run(r.server, RedisServer.argv(dir, { pmem: true }), { timeoutMs: 30_000 });
+    const out = await run(bin.server, RedisServer.argv(dir, { pmem: true }), { timeoutMs: 30_000 });
     expect(out.exitCode).toBe(1);
     const log = readFileSync(path.join(dir, 'redis.log'), 'utf8');
     expect(log).toContain(`Invalid pmem AOF file appendonly.aof.1.incr.aof: header field 'length' is ${raw.length}, beyond the file's data area (${raw.length - 4096} bytes)`);
     expect(createHash('sha256').update(readFileSync(file)).digest('hex')).toBe(sha);
-    const check = await run(r.checkAof, [path.join(aofDir(dir), 'appendonly.aof.manifest')]);
+    const check = await run(bin.checkAof, [path.join(aofDir(dir), 'appendonly.aof.manifest')]);
     expect(check.exitCode).toBe(1);
     expect(check.stdout).toContain("header field 'length'");
   });
@@ -321,7 +326,7 @@ describe('aof-pmem on tmpfs (emulated PM)', () => {
   it('bad option values: a clear error naming the option (command line and config file)', async () => {
     const dir = pmDir();
     const bad = async (args: string[]): Promise<string> => {
-      const out = await run(r.server, args, { timeoutMs: 30_000 });
+      const out = await run(bin.server, args, { timeoutMs: 30_000 });
       expect(out.exitCode).toBe(1);
       return out.stdout + out.stderr;
     };
