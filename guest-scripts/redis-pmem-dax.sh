@@ -41,7 +41,7 @@ redis-benchmark -s $S -t set -n 2000 -r 100000 -q > /dev/null
 before=$(redis-cli -s $S dbsize)
 ( i=0; while r=$(redis-cli -s $S set "w:$i" "v:$i" 2> /dev/null) && [ "$r" = OK ]; do echo "$i" > /tmp/acked; i=$((i + 1)); done ) &
 writer=$!
-sleep 3
+sleep 8
 kill9
 wait "$writer" 2> /dev/null || true
 acked=$(cat /tmp/acked)
