@@ -199,7 +199,7 @@ async function makeBuild(o: BuildCtx, src: string, args: string[], timeoutMs: nu
 
 /**
  * The patched Redis for these inputs: reused from the cache when it was built before, else
- * fetched, patched, built and installed (cold: about 2 min on 2 shared cores).
+ * fetched, patched, built and installed (cold: 39-151 s on 2 shared cores).
  */
 export async function ensureRedis(opts: RedisBuildOptions = {}): Promise<RedisBuild> {
   const started = Date.now();

@@ -6,7 +6,7 @@
 // PCOW_REDIS_DIR=DIR runs the server tests against a development build (e.g. `make SANITIZER=address`
 // in a patched tree: DIR/redis-server, redis-benchmark, redis-check-aof).
 import { createHash } from 'node:crypto';
-import { mkdtempSync, openSync, readFileSync, readSync, closeSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, openSync, readFileSync, readSync, closeSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { REDIS_ALLOWED_NEEDED, REDIS_PMEM_LABEL, ensureRedis, neededFromReadelf, redisCacheKey, type RedisBuild } from '../../src/build/redis.ts';
@@ -299,6 +299,24 @@ describe('aof-pmem on tmpfs (emulated PM)', () => {
     expect(await dbsize(s)).toBe(9);
     await s.kill9();
     expect(committedLength(file)).toBeLessThan(len - 5n);
+  });
+
+  it('an incr file left by an interrupted creation (zeros, not in the manifest yet) is created again', async () => {
+    const dir = pmDir();
+    // A crash while the first start zero-filled the new incr file: the manifest was not written.
+    mkdirSync(aofDir(dir));
+    writeFileSync(path.join(aofDir(dir), 'appendonly.aof.1.incr.aof'), Buffer.alloc(100_000));
+    let s = await start(dir, { pmem: true, extra: ['--aof-pmem-size', '1mb'] });
+    expect(incrFiles(dir)).toEqual(['appendonly.aof.1.incr.aof']);
+    expect(magicOf(path.join(aofDir(dir), 'appendonly.aof.1.incr.aof'))).toBe('PMEM-AOF');
+    const c = await s.client();
+    await c.call('SET', 'k', 'v');
+    c.close();
+    await s.kill9();
+    s = await start(dir, { pmem: true });
+    const c2 = await s.client();
+    expect((await c2.call('GET', 'k')) as Buffer).toEqual(Buffer.from('v'));
+    c2.close();
   });
 
   it('a bad header (length beyond the file) stops the server with the file and the field named; the file is untouched', async () => {
