@@ -301,6 +301,32 @@ describe('aof-pmem on tmpfs (emulated PM)', () => {
     expect(committedLength(file)).toBeLessThan(len - 5n);
   });
 
+  it('redis-check-aof --fix drops a torn tail of a pmem incr file by lowering its committed length', async () => {
+    const dir = pmDir();
+    let s = await start(dir, { pmem: true });
+    const c = await s.client();
+    for (let i = 0; i < 5; i++) await c.call('SET', `k${i}`, `v${i}`);
+    c.close();
+    await s.kill9();
+    const file = path.join(aofDir(dir), incrFiles(dir)[0]!);
+    const len = committedLength(file);
+    const raw = readFileSync(file);
+    raw.writeBigUInt64LE(len - 3n, 16);
+    writeFileSync(file, raw);
+    const m = path.join(aofDir(dir), 'appendonly.aof.manifest');
+    const bad = await run(bin.checkAof, [m]);
+    expect(bad.exitCode).toBe(1);
+    expect(bad.stdout).toContain('appendonly.aof.1.incr.aof is not valid. Use the --fix option to try fixing it.');
+    const fixed = await run(bin.checkAof, ['--fix', m], { input: 'y\n' });
+    expect(fixed.exitCode, fixed.stdout).toBe(0);
+    expect(fixed.stdout).toContain('Successfully truncated AOF appendonly.aof.1.incr.aof');
+    const cut = committedLength(file);
+    expect(cut).toBeLessThan(len - 3n);
+    expect(statSync(file).size).toBe(raw.length); // the pre-allocated file keeps its size
+    s = await start(dir, { pmem: true, extra: ['--aof-load-truncated', 'no'] });
+    expect(await dbsize(s)).toBe(4);
+  });
+
   it('an incr file left by an interrupted creation (zeros, not in the manifest yet) is created again', async () => {
     const dir = pmDir();
     // A crash while the first start zero-filled the new incr file: the manifest was not written.
