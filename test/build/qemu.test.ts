@@ -221,11 +221,12 @@ describe('a running format=pcow backend', () => {
       expect(mig.error?.desc).toMatch(/format=pcow .*migration, savevm and background snapshots are not supported/);
 
       expect(await a.cmd('cont')).toEqual({ return: {} });
-      const snap = (await a.cmd('pcow-snapshot-create', { name: 'first' })) as { return: { 'pause-ns': number; 'switch-ns': number; id: string } };
+      const snap = (await a.cmd('pcow-snapshot-create', { name: 'first' })) as { return: { 'pause-ns': number; 'switch-ns': number; 'sync-ns': number; id: string } };
       expect(snap.return.id).toBe('m');
       expect(snap.return['pause-ns']).toBeGreaterThan(0);
       expect(snap.return['switch-ns']).toBeGreaterThan(0);
       expect(snap.return['pause-ns']).toBeGreaterThanOrEqual(snap.return['switch-ns']);
+      expect(snap.return['sync-ns']).toBeGreaterThan(0); // the persist point before the pause
 
       const refused = (await a.cmd('pcow-snapshot-rollback', { name: 'first' })) as { error?: { desc: string } };
       expect(refused.error?.desc).toMatch(/the guest is running; stop it first/);

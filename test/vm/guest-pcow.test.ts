@@ -157,6 +157,7 @@ describe('guests on a pcow NVDIMM (patched QEMU)', () => {
     );
     expect(snap).toMatchObject({ name: 'live' });
     expect(typeof snap['pause-ns']).toBe('number');
+    expect(typeof snap['sync-ns']).toBe('number');
     expect(stats).toEqual([expect.objectContaining({ id: 'pmem0', stats: expect.anything() })]);
     expect(run.results.get('busy-last')).toMatch(/^busy-\d{8}$/);
     for (const off of offsets) expect(await imgRead(image, off)).toBe(`pcow-gen2-${off}`.slice(0, 16));
@@ -167,7 +168,7 @@ describe('guests on a pcow NVDIMM (patched QEMU)', () => {
     const after = await guest(image, size, { OFFSETS: '', READ_OFFSETS: offsets.join(' '), TAG: 'none' });
     for (const off of offsets) expect(after.results.get(`read-${off}`)).toBe(`pcow-gen1-${off}`);
     await expectClean(image);
-    console.log(`live snapshot (${accel}, image on ${where}): pause ${((snap['pause-ns'] as number) / 1e6).toFixed(2)} ms, switch ${((snap['switch-ns'] as number) / 1e6).toFixed(2)} ms`);
+    console.log(`live snapshot (${accel}, image on ${where}): pause ${((snap['pause-ns'] as number) / 1e6).toFixed(2)} ms, switch ${((snap['switch-ns'] as number) / 1e6).toFixed(2)} ms, persist point before the pause ${((snap['sync-ns'] as number) / 1e6).toFixed(2)} ms`);
   });
 
   it('an image on a base: the guest reads the base data, its writes go to the image and never reach the base', async () => {
