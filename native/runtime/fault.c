@@ -232,6 +232,7 @@ static void serve_write(pcow_runtime *rt, struct rt_thread *th, uint8_t *page, u
     STEP(s0);
     if (m->depth == 0) {
         addr = m->addr; /* partial entry: add sub-units */
+        written = rt->written && (atomic_load(&rt->written[vc / 64]) >> (vc % 64) & 1);
     } else if (sparse && th->spare) {
         addr = th->spare; /* reserved ahead (see reserve_spare) */
         th->spare = 0;
@@ -282,6 +283,13 @@ static void serve_write(pcow_runtime *rt, struct rt_thread *th, uint8_t *page, u
     if (r < 0) {
         fail_fault(rt, th, page, r, what); /* a reserved cluster may leak; never a bad entry */
         return;
+    }
+    if (rt->written && m->depth != 0) {
+        uint64_t bit = 1ull << (vc % 64);
+        if (written)
+            atomic_fetch_or(&rt->written[vc / 64], bit);
+        else
+            atomic_fetch_and(&rt->written[vc / 64], ~bit);
     }
     pcow_bitmap all = bm_or(*owned, &need);
     if (bm_eq(&all, &rt->full_bits)) {

@@ -129,6 +129,10 @@ struct pcow_runtime {
     pthread_t pool_tid;
 
     uint8_t *zero;
+    /* fs-dax with a fence and pre-allocation: bit vc is set while vc's active-layer cluster is
+     * one this mapping took written (a pool cluster): more units copied into it later allocate
+     * nothing, so a fence makes them durable (else fdatasync). Cleared at every range swap. */
+    _Atomic uint64_t *written;
 
     _Atomic uint64_t c_faults, c_read_zero, c_read_lower, c_expansions, c_cows, c_cow_bytes, c_wp, c_stale,
         c_deferred, c_errors, c_pool_hits, c_pool_misses, c_pool_refills, c_populated, c_mmaps;

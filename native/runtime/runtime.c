@@ -295,6 +295,7 @@ static void rt_free(pcow_runtime *rt)
     free(rt->pool);
     free(rt->defer);
     free(rt->zero);
+    free((void *)rt->written);
     pthread_rwlock_destroy(&rt->img_lock);
     pthread_rwlock_destroy(&rt->epoch);
     pthread_mutex_destroy(&rt->switch_lock);
@@ -452,6 +453,8 @@ int pcow_runtime_map(pcow_image *img, const struct pcow_runtime_opts *opts, pcow
 #endif
     if (rt->dax_fence)
         pcow_set_persist(img, persist_dax, NULL);
+    if (rt->dax_fence && rt->depth && !(rt->written = calloc((rt->nclusters + 63) / 64, sizeof *rt->written)))
+        BAIL(ENOMEM, "out of memory");
 
     /* VMA budget */
     rt->max_map = o.max_map_count ? o.max_map_count : read_max_map_count();
