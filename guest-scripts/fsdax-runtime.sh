@@ -3,7 +3,8 @@
 # pcow-bench cases run with their image directory there, so MAP_SYNC, DAX faults and the
 # runtime's fs-dax persistence path run for real. Binaries come in as /usr/bin/NAME
 # (runGuest's binaries). Parameters: CRASH_TRIALS, PCOW_MODEL_SECONDS, EXP_CLUSTERS,
-# COW_CLUSTERS, STEADY_SIZE, STEADY_SECONDS, STEADY_ROUNDS.
+# COW_CLUSTERS, STEADY_SIZE, STEADY_SECONDS, STEADY_ROUNDS; BENCH_ONLY=1 skips rt-test and
+# rt-model (a quicker loop for the benchmarks).
 wait_dev /dev/pmem0
 ndctl create-namespace -f -e namespace0.0 --mode=fsdax > /tmp/ns.json 2>&1 || { cat /tmp/ns.json; exit 1; }
 wait_dev /dev/pmem0
@@ -15,6 +16,7 @@ result userfaultfd-dev "$([ -e /dev/userfaultfd ] && echo yes || echo no)"
 mkdir -p /mnt/rt /mnt/dma /mnt/bench
 export PCOW_IMG=/usr/bin/pcow-img PCOW_TEST_DIR=/mnt/rt PCOW_DMA_DIR=/mnt/dma CRASH_TRIALS PCOW_MODEL_SECONDS PCOW_TEST_TIMEOUT_SCALE
 
+if [ -z "$BENCH_ONLY" ]; then
 rc=0
 { rt-test 2>&1 || echo "rt-test-rc $?"; } | tee /tmp/rt-test.log | sed 's/^/rt-test: /'
 rc=$(sed -n 's/^rt-test-rc //p' /tmp/rt-test.log); rc=${rc:-0}
@@ -26,10 +28,25 @@ rc=0
 rt-model > /tmp/rt-model.log 2>&1 || rc=$?
 tail -n 20 /tmp/rt-model.log | sed 's/^/rt-model: /'
 result rt-model-rc "$rc"
+fi
 
 B=/mnt/bench
-result bench-expansion "$(pcow-bench case expansion --clusters "$EXP_CLUSTERS" --dir $B)"
-result bench-cow "$(pcow-bench case cow --cow-unit 4K --clusters "$COW_CLUSTERS" --dir $B)"
+# Each case with and without pre-allocation, and the journal commits (jbd2) it caused: the
+# fs-dax path should pay none per fault once clusters come from the pool.
+J=$(ls -d /proc/fs/jbd2/pmem0* | head -1)
+commits() { sed -n '1s/ .*//p' "$J/info"; }
+bench() {
+  local key=$1 c0 out
+  shift
+  c0=$(commits)
+  out=$(pcow-bench case "$@" --dir $B)
+  result "$key" "$out"
+  result "$key-commits" "$(($(commits) - c0))"
+}
+bench bench-expansion expansion --clusters "$EXP_CLUSTERS"
+bench bench-expansion-prealloc expansion --clusters "$EXP_CLUSTERS" --prealloc 64
+bench bench-cow cow --cow-unit 4K --clusters "$COW_CLUSTERS"
+bench bench-cow-prealloc cow --cow-unit 4K --clusters "$COW_CLUSTERS" --prealloc 64
 
 # steady, pcow vs raw on the same mount; while it runs, how the two ranges are mapped
 # (/proc/PID/smaps: FilePmdMapped, kB) per file, sampled once a second (the last sample counts).

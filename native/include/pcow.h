@@ -67,9 +67,12 @@ typedef struct pcow_image pcow_image;
 
 /* Where durability comes from. Called at each ordering point of the update protocol, once per
  * file written (pwrite) or extended (fallocate) since the previous call; [off, off+len) spans
- * the bytes written (len 0 when the file was only extended). Everything written before must be
- * durable when it returns. Default: fdatasync(fd). A DAX runtime may plug in a cache-line
- * flush + fence over its mapping of that range (plus fdatasync when the file was extended).
+ * the bytes written. len is 0 when the file was extended, or written where a write may have
+ * allocated blocks or converted unwritten extents: then only fdatasync (the file's metadata)
+ * makes it durable. len > 0 only for overwrites of bytes that were written and made durable
+ * before (entries of existing tables): no metadata changed. Everything written before must be
+ * durable when it returns. Default: fdatasync(fd). A DAX runtime plugs in a fence for len > 0
+ * (a pwrite to a DAX file leaves nothing in the CPU caches) and fdatasync for len 0.
  * Returns 0 or a negative errno. */
 typedef int (*pcow_persist_fn)(void *ctx, int fd, uint64_t off, uint64_t len);
 

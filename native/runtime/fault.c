@@ -223,16 +223,23 @@ static void serve_write(pcow_runtime *rt, struct rt_thread *th, uint8_t *page, u
     uint64_t addr;
     int r = 0;
     const char *what = lower ? "copy-on-write" : "expansion";
+    /* A fine-grained COW takes a sparse cluster (the partial cluster takes the space of the
+     * units it owns), except on fs-dax with pre-allocation: there it takes a written pool
+     * cluster (the whole cluster's space), so that its copy allocates no block and needs no
+     * journal commit (see allocate_dax). */
+    bool sparse = lower && rl < rt->csize && !(rt->dax && rt->depth);
+    bool written = false; /* the cluster's blocks are written and durable: the copy allocates nothing */
     STEP(s0);
     if (m->depth == 0) {
         addr = m->addr; /* partial entry: add sub-units */
-    } else if (lower && rl < rt->csize && th->spare) {
+        written = rt->written && (atomic_load(&rt->written[vc / 64]) >> (vc % 64) & 1);
+    } else if (sparse && th->spare) {
         addr = th->spare; /* reserved ahead (see reserve_spare) */
         th->spare = 0;
         th->took_sparse = true;
     } else {
-        r = rt_take_cluster(rt, th, vc, &addr, lower && rl < rt->csize);
-        th->took_sparse = r == 0 && lower && rl < rt->csize;
+        r = rt_take_cluster(rt, th, vc, &addr, sparse, &written);
+        th->took_sparse = r == 0 && sparse;
         if (r < 0) {
             fail_fault(rt, th, page, r, what);
             return;
@@ -249,7 +256,7 @@ static void serve_write(pcow_runtime *rt, struct rt_thread *th, uint8_t *page, u
                     r = copy_lower(rt, th, m, vc, (uint64_t)s * rt->ssize, (uint64_t)n * rt->ssize, addr);
             });
             if (r == 0)
-                r = rt_persist_files(rt); /* data durable before the entry */
+                r = rt_persist_data(rt, written); /* data durable before the entry */
         }
 #ifdef RT_STEP_TIMING
         s2 = rt_now_ns();
@@ -277,6 +284,13 @@ static void serve_write(pcow_runtime *rt, struct rt_thread *th, uint8_t *page, u
         fail_fault(rt, th, page, r, what); /* a reserved cluster may leak; never a bad entry */
         return;
     }
+    if (rt->written && m->depth != 0) {
+        uint64_t bit = 1ull << (vc % 64);
+        if (written)
+            atomic_fetch_or(&rt->written[vc / 64], bit);
+        else
+            atomic_fetch_and(&rt->written[vc / 64], ~bit);
+    }
     pcow_bitmap all = bm_or(*owned, &need);
     if (bm_eq(&all, &rt->full_bits)) {
         rs = 0;
@@ -302,12 +316,11 @@ static void serve_write(pcow_runtime *rt, struct rt_thread *th, uint8_t *page, u
     }
     rt_uffd_wake(rt->uffd, at, rl);
     STEP(s5);
-    STEP_ADD(st_take, s1 - s0);
-    STEP_ADD(st_copy, s2 - s1);
-    STEP_ADD(st_entry, s3 - s2);
-    STEP_ADD(st_mmap, s4 - s3);
-    STEP_ADD(st_wake, s5 - s4);
-    STEP_ADD(st_n, 1);
+    STEP_ADD(0, s1 - s0);
+    STEP_ADD(1, s2 - s1);
+    STEP_ADD(2, s3 - s2);
+    STEP_ADD(3, s4 - s3);
+    STEP_ADD(4, s5 - s4);
 }
 
 static void serve_fault(pcow_runtime *rt, struct rt_thread *th, uint64_t address, uint64_t flags, uint64_t t0)

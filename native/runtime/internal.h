@@ -93,6 +93,8 @@ struct pcow_runtime {
     int uffd, evfd, eof_fd;
     uint64_t features;
     bool poison, dax;
+    bool dax_fence; /* fs-dax on x86-64: a write that allocates nothing is made durable with a
+                       fence, no fdatasync (see persist_dax in runtime.c) */
     bool mem_fs; /* every stripe file is on tmpfs/ramfs: persistence points are no-ops */
     int map_flags;
     uint64_t max_map;
@@ -127,13 +129,18 @@ struct pcow_runtime {
     pthread_t pool_tid;
 
     uint8_t *zero;
+    /* fs-dax with a fence and pre-allocation: bit vc is set while vc's active-layer cluster is
+     * one this mapping took written (a pool cluster): more units copied into it later allocate
+     * nothing, so a fence makes them durable (else fdatasync). Cleared at every range swap. */
+    _Atomic uint64_t *written;
 
     _Atomic uint64_t c_faults, c_read_zero, c_read_lower, c_expansions, c_cows, c_cow_bytes, c_wp, c_stale,
         c_deferred, c_errors, c_pool_hits, c_pool_misses, c_pool_refills, c_populated, c_mmaps;
     struct rt_hist h_fault, h_exp, h_cow, h_read;
 #ifdef RT_STEP_TIMING
-    /* `make STEP_TIMING=1`: time spent per step of expansions and COWs (ns), printed at unmap */
-    _Atomic uint64_t st_n, st_take, st_copy, st_entry, st_mmap, st_wake;
+    /* `make STEP_TIMING=1`: time spent per step of expansions and COWs (ns), printed at unmap
+     * (p50 and mean): take, copy (+ its persist), entry, mmap, wake */
+    struct rt_hist st[5];
 #endif
 
     pthread_mutex_t err_lock;
@@ -146,15 +153,22 @@ struct pcow_runtime {
 
 #ifdef RT_STEP_TIMING
 #define STEP(t) uint64_t t = rt_now_ns()
-#define STEP_ADD(f, d) atomic_fetch_add_explicit(&rt->f, (d), memory_order_relaxed)
+#define STEP_ADD(i, d) rt_hist_add(&rt->st[i], (d))
 #else
 #define STEP(t) (void)0
-#define STEP_ADD(f, d) (void)0
+#define STEP_ADD(i, d) (void)0
 #endif
 
 /* runtime.c */
 int rt_err(pcow_runtime *rt, int e, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int rt_persist_files(pcow_runtime *rt);
+/* Make data just written into a data cluster durable: written says the cluster's blocks were
+ * written and made durable before (a zeroed pool cluster on fs-dax), so the copy allocated
+ * nothing and, on fs-dax, a fence is enough; else fdatasync (rt_persist_files). */
+int rt_persist_data(pcow_runtime *rt, bool written);
+/* fs-dax: write zeros over [off, off+len) of stripe file f (allocated or unwritten blocks become
+ * written ones; see rt_take_cluster). 0 or -errno. */
+int rt_zero_file(pcow_runtime *rt, uint32_t f, uint64_t off, uint64_t len);
 /* Map [at, at+len) of the range from the image at logical address addr (inside one stripe unit). */
 int rt_map_file(pcow_runtime *rt, uint8_t *at, uint64_t len, uint64_t addr);
 int rt_map_extents(pcow_runtime *rt);
@@ -163,7 +177,7 @@ int rt_new_placeholder(pcow_runtime *rt, uint64_t align, uint8_t **out);
 void *rt_handler_main(void *arg);
 /* prealloc.c */
 void *rt_pool_main(void *arg);
-int rt_take_cluster(pcow_runtime *rt, struct rt_thread *th, uint64_t vc, uint64_t *addr, bool sparse);
+int rt_take_cluster(pcow_runtime *rt, struct rt_thread *th, uint64_t vc, uint64_t *addr, bool sparse, bool *written);
 bool rt_relieve_space(pcow_runtime *rt);
 /* Wait (at most PREFILL_WAIT_MS) until the pool thread's first refill is done. */
 void rt_pool_wait_first(pcow_runtime *rt);

@@ -47,6 +47,8 @@ static int switch_range(pcow_runtime *rt, int (*op)(pcow_image *, const char *),
                 rt_err(rt, r, "%s: %s", what, pcow_errmsg(rt->img));
         }
         pthread_rwlock_unlock(&rt->img_lock);
+        if (rt->written) /* a new active layer: none of its clusters was taken by this mapping */
+            memset((void *)rt->written, 0, (rt->nclusters + 63) / 64 * sizeof *rt->written);
         int m = rt_map_extents(rt); /* the active layer as it is now (unchanged if op failed) */
         if (r == 0)
             r = m;

@@ -98,7 +98,7 @@ bool pcow__data_range(const pcow_image *img, uint64_t addr, uint64_t end, uint64
     return true;
 }
 
-static int rw_loop(pcow_image *img, bool wr, void *buf, uint64_t len, uint64_t addr, const char *what)
+static int rw_loop(pcow_image *img, bool wr, void *buf, uint64_t len, uint64_t addr, const char *what, bool inplace)
 {
     uint8_t *p = buf;
     while (len) {
@@ -130,6 +130,8 @@ static int rw_loop(pcow_image *img, bool wr, void *buf, uint64_t len, uint64_t a
         if (wr && off + n > img->fsize[f])
             img->fsize[f] = off + n;
         if (wr) {
+            if (!inplace)
+                img->may_alloc[f] = true;
             if (img->dirty_hi[f] == 0 || off < img->dirty_lo[f])
                 img->dirty_lo[f] = off;
             if (off + n > img->dirty_hi[f])
@@ -144,17 +146,22 @@ static int rw_loop(pcow_image *img, bool wr, void *buf, uint64_t len, uint64_t a
 
 int pcow__pread(pcow_image *img, void *buf, uint64_t len, uint64_t addr)
 {
-    return rw_loop(img, false, buf, len, addr, NULL);
+    return rw_loop(img, false, buf, len, addr, NULL, false);
 }
 
 int pcow__pread_for(pcow_image *img, void *buf, uint64_t len, uint64_t addr, const char *what)
 {
-    return rw_loop(img, false, buf, len, addr, what);
+    return rw_loop(img, false, buf, len, addr, what, false);
 }
 
 int pcow__pwrite(pcow_image *img, const void *buf, uint64_t len, uint64_t addr)
 {
-    return rw_loop(img, true, (void *)buf, len, addr, NULL);
+    return rw_loop(img, true, (void *)buf, len, addr, NULL, false);
+}
+
+int pcow__pwrite_inplace(pcow_image *img, const void *buf, uint64_t len, uint64_t addr)
+{
+    return rw_loop(img, true, (void *)buf, len, addr, NULL, true);
 }
 
 static int default_persist(void *ctx, int fd, uint64_t off, uint64_t len)
@@ -180,16 +187,20 @@ int pcow__persist_all(pcow_image *img)
     if (!img->persist)
         img->persist = default_persist;
     /* Only files written since the last call, with the range written; fallocate-extended
-     * sizes are covered because fdatasync flushes the size change with the data. */
+     * sizes are covered because fdatasync flushes the size change with the data. A file that
+     * was extended, or written where blocks may have been allocated, gets len 0: only its
+     * metadata made durable (fdatasync) covers that (see pcow_persist_fn). */
     for (uint32_t f = 0; f < img->nfiles; f++) {
         if (!img->dirty_hi[f] && !img->size_changed[f])
             continue;
         uint64_t lo = img->dirty_hi[f] ? img->dirty_lo[f] : 0, hi = img->dirty_hi[f] ? img->dirty_hi[f] : 0;
+        if (img->size_changed[f] || img->may_alloc[f])
+            lo = hi = 0;
         int r = img->persist(img->persist_ctx, img->fd[f], lo, hi - lo);
         if (r < 0)
             return pcow__err(img, r, "cannot make %s durable: %s", img->fpath[f], strerror(-r));
         img->dirty_lo[f] = img->dirty_hi[f] = 0;
-        img->size_changed[f] = false;
+        img->size_changed[f] = img->may_alloc[f] = false;
     }
     return 0;
 }
@@ -244,6 +255,24 @@ static uint64_t run_bytes(const pcow_image *img)
     if (img->csize >= PCOW_RUN_SIZE || (img->nfiles > 1 && img->unit < PCOW_RUN_SIZE))
         return 0;
     return PCOW_RUN_SIZE;
+}
+
+int pcow__alloc_runs(pcow_image *img, uint64_t addr, uint64_t len)
+{
+    uint64_t run = run_bytes(img);
+    if (!run)
+        return 0;
+    for (uint64_t a = (addr + run - 1) & ~(run - 1); a + run <= addr + len; a += run) {
+        uint32_t f;
+        uint64_t off;
+        pcow__addr(img, a, &f, &off);
+        if (fallocate(img->fd[f], 0, (off_t)off, (off_t)run) < 0 && errno != EOPNOTSUPP) {
+            int e = errno;
+            return pcow__err(img, e, "cannot allocate 0x%llx bytes at 0x%llx in %s: %s", (unsigned long long)run,
+                             (unsigned long long)off, img->fpath[f], strerror(e));
+        }
+    }
+    return 0;
 }
 
 /* Extend the end with sparse clusters (holes) until it is congruent with want modulo run. */

@@ -97,6 +97,9 @@ struct pcow_image {
     uint64_t fsize[PCOW_MAX_STRIPES];
     uint64_t dirty_lo[PCOW_MAX_STRIPES], dirty_hi[PCOW_MAX_STRIPES]; /* written since the last persist */
     bool size_changed[PCOW_MAX_STRIPES];  /* fallocate since the last persist */
+    bool may_alloc[PCOW_MAX_STRIPES];     /* written since the last persist where the write may have
+                                             allocated blocks or converted unwritten extents (any
+                                             write but pcow__pwrite_inplace) */
     struct hdr h;
     int cur_slot;           /* slot the header was loaded from */
     bool slot_valid[2];
@@ -149,6 +152,13 @@ int pcow__pread(pcow_image *img, void *buf, uint64_t len, uint64_t addr);
 int pcow__pread_for(pcow_image *img, void *buf, uint64_t len, uint64_t addr, const char *what);
 int pcow__pwrite(pcow_image *img, const void *buf, uint64_t len, uint64_t addr);
 int pcow__persist_all(pcow_image *img);
+/* A write over bytes that were written (not just reserved) and made durable before, e.g. an entry
+ * of an L2 table (tables are written whole when created): it allocates nothing, so a persist hook
+ * may make it durable without the file's metadata (see pcow_persist_fn). */
+/* fallocate the whole PCOW_RUN_SIZE runs inside [addr, addr+len) of reserved clusters, one call
+ * per run (placement on the device, see write_new in data.c); nothing when runs do not apply. */
+int pcow__alloc_runs(pcow_image *img, uint64_t addr, uint64_t len);
+int pcow__pwrite_inplace(pcow_image *img, const void *buf, uint64_t len, uint64_t addr);
 int pcow__reserve(pcow_image *img, uint64_t n, uint64_t *addr);
 /* Preconditions shared by the public calls: the image is usable (not broken after a failed
  * in-place write); and, for calls that change virtual cluster vc, also writable with vc in range.

@@ -1579,6 +1579,65 @@ static void test_crash_states(void)
     }
 }
 
+/* The persist hook's contract (pcow_persist_fn): len > 0 only when nothing was allocated or
+ * extended since the previous call, so a DAX hook may make it durable with a fence instead of
+ * fdatasync (the runtime's persist_dax). Checked by the file's size and allocated blocks. */
+struct lenrec {
+    int zero, ranged, bad;
+    struct stat last;
+};
+static int len_persist(void *ctx, int fd, uint64_t off, uint64_t len)
+{
+    (void)off;
+    struct lenrec *c = ctx;
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    if (len == 0) {
+        c->zero++;
+    } else {
+        c->ranged++;
+        if (st.st_size != c->last.st_size || st.st_blocks != c->last.st_blocks) {
+            fprintf(stderr, "  persist len %llu after the file changed: size %lld -> %lld, blocks %lld -> %lld\n",
+                    (unsigned long long)len, (long long)c->last.st_size, (long long)st.st_size,
+                    (long long)c->last.st_blocks, (long long)st.st_blocks);
+            c->bad++;
+        }
+    }
+    if (fdatasync(fd) < 0)
+        return -errno;
+    c->last = st;
+    return 0;
+}
+
+static void test_persist_len_contract(void)
+{
+    CHECK(mk("plen.img", 64 << 20, 65536, NULL) == 0);
+    pcow_image *img = op("plen.img", PCOW_OPEN_RDWR);
+    CHECK(img);
+    struct lenrec c = {0};
+    pcow_set_persist(img, len_persist, &c);
+    static uint8_t b[65536];
+    pattern(b, sizeof b, 7);
+    /* new clusters (the first with a new L2 table), partial and whole, then overwrites */
+    CHECKR(pcow_write(img, b, sizeof b, 0), img);
+    CHECKR(pcow_write(img, b, 100, 3 * 65536 + 5), img);
+    CHECKR(pcow_write(img, b, sizeof b, 7 * 65536), img);
+    uint64_t a;
+    CHECKR(pcow_reserve(img, 2, &a), img);
+    CHECKR(pcow_map_cluster(img, 9, a, false, NULL), img); /* the file grew: len 0 */
+    int before = c.ranged;
+    CHECKR(pcow_map_cluster(img, 10, a + 65536, false, NULL), img); /* only an entry in an existing table */
+    CHECK(c.ranged == before + 1);
+    CHECKR(pcow_write(img, b, 1000, 500), img);
+    CHECKR(pcow_write(img, b, sizeof b, 40 << 20), img); /* a second L2 table */
+    CHECK(c.zero > 0);
+    CHECK(c.ranged > 0);
+    CHECK(c.bad == 0);
+    pcow_set_persist(img, NULL, NULL);
+    pcow_close(img, NULL, 0);
+}
+
 static void test_many_images(void)
 {
     /* no global state: several images open at once, independently */
@@ -2242,6 +2301,7 @@ static const struct test tests[] = {
     {"striping", test_striping},
     {"map", test_map},
     {"crash_states", test_crash_states},
+    {"persist_len_contract", test_persist_len_contract},
     {"many_images", test_many_images},
     {"file_types", test_file_types},
     {"stripe_outside", test_stripe_outside},

@@ -1094,8 +1094,11 @@ static void t_congruent(void)
         struct pcow_runtime_stats st;
         pcow_runtime_get_stats(rt, &st);
         unmap(rt);
-        /* a miss (the pool outrun, e.g. under ASan) is placed congruent but splits a run */
-        expect_congruent(nm, C, (k ? 4 : 2) + 2 * st.pool_misses, k ? 0 : 100);
+        /* a miss (the pool outrun, e.g. under ASan or in a TCG guest on fs-dax, where a refill
+         * also writes zeros) is placed congruent but splits runs: up to 3 when a batch claimed
+         * before it was still being allocated (the miss lands after that batch, which then
+         * serves the next clusters, and the batch after it lands after the miss) */
+        expect_congruent(nm, C, (k ? 4 : 2) + 3 * st.pool_misses, k ? 0 : 100);
         check_image_clean(nm);
     }
 }
