@@ -37,6 +37,51 @@ export async function logged(o: BuildCtx, what: string, cmd: string, args: strin
   if (why) throw new Error(`${o.name} build: ${what} failed: ${why}\n(full log: ${o.logFile})`);
 }
 
+/**
+ * A long build step (ninja, make) with its output in `<name>.log`/`.err` next to the build log,
+ * its progress — what `progress` reads from the output so far — logged every 15 s, and on
+ * failure the error lines of its output in the message.
+ */
+export async function longStep(
+  o: BuildCtx,
+  name: string,
+  cmd: string,
+  args: string[],
+  timeoutMs: number,
+  progress: (output: string) => string | null,
+): Promise<void> {
+  const out = path.join(path.dirname(o.logFile), `${name}.log`);
+  const err = path.join(path.dirname(o.logFile), `${name}.err`);
+  await appendFile(o.logFile, `\n=== ${[cmd, ...args].join(' ')} (output in ${out})\n`);
+  let last: string | null = null;
+  const timer = setInterval(() => {
+    void readFile(out, 'utf8')
+      .then((t) => {
+        const p = progress(t);
+        if (p !== null && p !== last) {
+          last = p;
+          o.log(`${o.name}: ${p}`);
+        }
+      })
+      .catch(() => undefined);
+  }, 15_000);
+  try {
+    const r = await run(cmd, args, { signal: o.signal, timeoutMs, stdoutFile: out, stderrFile: err });
+    const why = failure(r);
+    if (why) {
+      const text = (await readFile(out, 'utf8').catch(() => '')) + (await readFile(err, 'utf8').catch(() => ''));
+      const tail = text
+        .split('\n')
+        .filter((l) => /error|Error|FAILED/.test(l))
+        .slice(-8)
+        .join('\n');
+      throw new Error(`${o.name} build: ${cmd} ${args.join(' ')} failed (${why.split('\n')[0]})\n${tail}\n(full log: ${out})`);
+    }
+  } finally {
+    clearInterval(timer);
+  }
+}
+
 export interface DscInfo {
   url: string;
   file: string;

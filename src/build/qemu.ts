@@ -7,14 +7,13 @@
 // call with the same inputs finds the installed binary and returns in well under a second.
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { appendFile, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { cacheDir, withCacheLock } from '../host/cache.ts';
 import { ensureCommands, step, type CommandRequirement } from '../host/install.ts';
 import type { SetupStep } from '../results/types.ts';
-import { failure, run } from '../util/proc.ts';
-import { debianChangelogVersion, debianSource, fileSha256, localSource, logged, readStamp, type BuildCtx, type Source } from './debian-source.ts';
+import { debianChangelogVersion, debianSource, fileSha256, localSource, logged, longStep, readStamp, type BuildCtx, type Source } from './debian-source.ts';
 import { buildNative, hashFiles, nativeDir, nativeLibHash } from './native.ts';
 
 export { debSrcFrom, fileSha256 } from './debian-source.ts';
@@ -156,32 +155,10 @@ export function qemuCacheKey(parts: { sourceVersion: string; patchHash: string; 
   return h.digest('hex').slice(0, 16);
 }
 
-/** ninja with its output in a file, its [N/M] progress reported every 15 s. */
-async function ninjaBuild(o: Ctx, buildDir: string, args: string[], timeoutMs: number, name: string): Promise<void> {
-  const ninjaLog = path.join(path.dirname(o.logFile), `${name}.log`);
-  await appendFile(o.logFile, `\n=== ninja ${args.join(' ')} (output in ${ninjaLog})\n`);
-  let last = '';
-  const timer = setInterval(() => {
-    void readFile(ninjaLog, 'utf8')
-      .then((t) => {
-        const m = [...t.matchAll(/^\[(\d+)\/(\d+)\]/gm)].pop();
-        if (m && m[0] !== last) {
-          last = m[0];
-          o.log(`qemu: ninja ${m[1]}/${m[2]} (${Math.round((100 * Number(m[1])) / Number(m[2]))}%)`);
-        }
-      })
-      .catch(() => undefined);
-  }, 15_000);
-  try {
-    const r = await run('ninja', ['-C', buildDir, ...args], { signal: o.signal, timeoutMs, stdoutFile: ninjaLog, stderrFile: path.join(path.dirname(o.logFile), `${name}.err`) });
-    const why = failure(r);
-    if (why) {
-      const tail = (await readFile(ninjaLog, 'utf8').catch(() => '')).split('\n').filter((l) => /error|Error|FAILED/.test(l)).slice(-8).join('\n');
-      throw new Error(`qemu build: ninja ${args.join(' ')} failed (${why.split('\n')[0]})\n${tail}\n(full log: ${ninjaLog})`);
-    }
-  } finally {
-    clearInterval(timer);
-  }
+/** ninja's [N/M] progress line, as a percentage. */
+function ninjaProgress(output: string): string | null {
+  const m = [...output.matchAll(/^\[(\d+)\/(\d+)\]/gm)].pop();
+  return m ? `ninja ${m[1]}/${m[2]} (${Math.round((100 * Number(m[1])) / Number(m[2]))}%)` : null;
 }
 
 /**
@@ -263,7 +240,7 @@ export async function ensureQemu(opts: QemuBuildOptions = {}): Promise<QemuBuild
     const jobs = opts.jobs ?? availableParallelism();
     const t0 = Date.now();
     log(`qemu: ninja -j${jobs} (output: ${path.join(dir, 'ninja.log')})`);
-    await ninjaBuild(o, buildDir, [`-j${jobs}`, QEMU_BIN], timeoutMs, 'ninja');
+    await longStep(o, 'ninja', 'ninja', ['-C', buildDir, `-j${jobs}`, QEMU_BIN], timeoutMs, ninjaProgress);
     log(`qemu: built in ${((Date.now() - t0) / 1000).toFixed(0)} s; installing into ${prefix}`);
     // Only the emulator: `ninja install` would first build every default target (~960 more,
     // mostly tests). Firmware comes from the compiled-in --firmwarepath; nothing else is read

@@ -11,14 +11,14 @@
 // libpmem1 and redis-server (which depends on libjemalloc2), so the binary runs there as built.
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { appendFile, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { cacheDir, withCacheLock } from '../host/cache.ts';
 import { ensureCommands, step, type CommandRequirement } from '../host/install.ts';
 import type { SetupStep } from '../results/types.ts';
 import { failure, run } from '../util/proc.ts';
-import { debianChangelogVersion, debianSource, fileSha256, localSource, logged, readStamp, type BuildCtx, type Source } from './debian-source.ts';
+import { debianChangelogVersion, debianSource, fileSha256, localSource, logged, longStep, readStamp, type BuildCtx, type Source } from './debian-source.ts';
 import { hashFiles, nativeDir } from './native.ts';
 
 /** What this build is, in every result and report that names it. */
@@ -164,37 +164,10 @@ async function resolveSource(o: BuildCtx, source: string | undefined): Promise<S
   );
 }
 
-/** make with its output in a file, the number of compiled files reported every 15 s. */
-async function makeBuild(o: BuildCtx, src: string, args: string[], timeoutMs: number): Promise<void> {
-  const makeLog = path.join(path.dirname(o.logFile), 'make.log');
-  await appendFile(o.logFile, `\n=== make ${args.join(' ')} (output in ${makeLog})\n`);
-  let last = 0;
-  const timer = setInterval(() => {
-    void readFile(makeLog, 'utf8')
-      .then((t) => {
-        const n = (t.match(/^\s*(?:\S*CC\S*|cc|gcc)\s/gm) ?? []).length;
-        if (n !== last) {
-          last = n;
-          o.log(`redis: make: ${n} files compiled`);
-        }
-      })
-      .catch(() => undefined);
-  }, 15_000);
-  try {
-    const r = await run('make', ['-C', src, ...args], { signal: o.signal, timeoutMs, stdoutFile: makeLog, stderrFile: makeLog.replace(/\.log$/, '.err') });
-    const why = failure(r);
-    if (why) {
-      const text = (await readFile(makeLog, 'utf8').catch(() => '')) + (await readFile(makeLog.replace(/\.log$/, '.err'), 'utf8').catch(() => ''));
-      const tail = text
-        .split('\n')
-        .filter((l) => /error|Error/.test(l))
-        .slice(-8)
-        .join('\n');
-      throw new Error(`redis build: make failed (${why.split('\n')[0]})\n${tail}\n(full log: ${makeLog})`);
-    }
-  } finally {
-    clearInterval(timer);
-  }
+/** How many files make has compiled so far. */
+function makeProgress(output: string): string | null {
+  const n = (output.match(/^\s*(?:\S*CC\S*|cc|gcc)\s/gm) ?? []).length;
+  return n > 0 ? `make: ${n} files compiled` : null;
 }
 
 /**
@@ -281,7 +254,7 @@ export async function ensureRedis(opts: RedisBuildOptions = {}): Promise<RedisBu
     const jobs = opts.jobs ?? availableParallelism();
     const t0 = Date.now();
     log(`redis: make -j${jobs} ${makeFlags.join(' ')} (output: ${path.join(dir, 'make.log')})`);
-    await makeBuild(o, src, [`-j${jobs}`, ...makeFlags], timeoutMs);
+    await longStep(o, 'make', 'make', ['-C', src, `-j${jobs}`, ...makeFlags], timeoutMs, makeProgress);
     log(`redis: built in ${((Date.now() - t0) / 1000).toFixed(0)} s; installing into ${binDir}`);
     await mkdir(binDir, { recursive: true });
     for (const b of BINARIES) await logged(o, `install ${b}`, 'install', ['-m', '0755', path.join(src, 'src', b), path.join(binDir, b)]);
