@@ -64,7 +64,10 @@ export function detachedLaunchScript(id: string, argv: readonly string[], opts: 
   checkJobId(id);
   const d = `${opts.root ?? JOB_ROOT}/${id}`;
   // The job's own shell: run the command with its output in files, then publish its status.
-  const inner = `${shJoin(argv)} >"$1/stdout" 2>"$1/stderr" </dev/null; echo $? >"$1/rc.tmp"; mv "$1/rc.tmp" "$1/rc"`;
+  // It publishes its pid first, from inside its new session: the launcher returns only then, so
+  // whoever ran the launcher may kill the launcher's process group (the harness's run() does,
+  // the end of an SSH session may) without killing a job that had not reached setsid yet.
+  const inner = `echo $$ >"$1/pid.tmp"; mv "$1/pid.tmp" "$1/pid"; ${shJoin(argv)} >"$1/stdout" 2>"$1/stderr" </dev/null; echo $? >"$1/rc.tmp"; mv "$1/rc.tmp" "$1/rc"`;
   return [
     'set -e',
     `d=${shQuote(d)}`,
@@ -75,8 +78,13 @@ export function detachedLaunchScript(id: string, argv: readonly string[], opts: 
     `cd ${shQuote(opts.cwd ?? '/')}`,
     // setsid: its own session, so the end of the SSH session (SIGHUP to its group) spares it.
     `setsid sh -c ${shQuote(inner)} pcow-job "$d" </dev/null >/dev/null 2>&1 &`,
-    'echo $! >"$d/pid"',
-    'echo "started $!"',
+    // Wait (up to 10 s) for the job to publish its pid from inside its session.
+    'i=0',
+    'while [ ! -e "$d/pid" ]; do',
+    `  i=$((i + 1)); [ "$i" -le 1000 ] || { echo "job ${id} did not start within 10 s" >&2; exit 1; }`,
+    '  sleep 0.01',
+    'done',
+    'echo "started $(cat "$d/pid")"',
   ].join('\n');
 }
 

@@ -83,6 +83,21 @@ describe('detached jobs (the guest-side scripts, run here)', () => {
     expect((await sh(detachedLaunchScript(id, ['true'], { root }))).rc).not.toBe(0);
   });
 
+  it('a job survives its launcher at once: the launcher process group is killed as soon as it returns (run() does that)', async () => {
+    // Before the launcher waited for the job's pid, a job whose fork had not reached setsid yet
+    // died with the launcher's group (seen once in CI under load; every time with this kill).
+    const root = join(dir, 'jobs-burst');
+    const ids = Array.from({ length: 24 }, () => newJobId());
+    // `kill -KILL 0` right after the launcher: its whole process group dies at once.
+    await Promise.all(ids.map((id) => sh(`${detachedLaunchScript(id, ['sleep', '3'], { root })}\nkill -KILL 0`)));
+    const states = await Promise.all(ids.map(async (id) => parseJobStatus((await sh(jobStatusScript(id, root))).out).state));
+    expect(states.filter((s) => s !== 'running')).toEqual([]);
+    for (const id of ids) {
+      const pid = Number((await readFile(join(root, id, 'pid'), 'utf8')).trim());
+      process.kill(-pid, 'SIGKILL');
+    }
+  });
+
   it('a job killed without an exit status is lost; an unknown id is missing; a wait gives up at its bound while running', async () => {
     const root = join(dir, 'jobs2');
     const id = newJobId();
