@@ -14,11 +14,13 @@ const DEFAULT_EXPERIMENT = 'experiments/quick.yaml';
 export const usage = `pcow-harness — reproduce and keep checking the pcow paper
 
 usage:
-  pcow-harness run [FILE] [--dry-run] [--resume RUN_DIR] [--only key=value ...] [--results DIR] [--shard I/N]
+  pcow-harness run [FILE] [--profile NAME] [--dry-run] [--resume RUN_DIR] [--only key=value ...] [--results DIR] [--shard I/N]
       Run an experiment (default: ${DEFAULT_EXPERIMENT}). --dry-run lists every cell with its id and
       parameters; --resume continues RUN_DIR, skipping repetitions that already completed; --only keeps
       the cells whose axis has that value (repeat a key for OR, different keys for AND); --shard I/N runs
       part I of N of the matrix (whole cells, placed by cell hash and estimated cost: deterministic).
+      --profile NAME applies the file's profile NAME (default: ci when the file has profiles; e.g.
+      ci = small sizes for a TCG host, paper = the paper's sizes for KVM/Optane hosts).
   pcow-harness report RUN_DIR
       Re-make samples.csv and report/ (charts, index.html) of a run directory.
   pcow-harness merge OUT SHARD_DIR...
@@ -109,6 +111,7 @@ export async function main(argv: string[]): Promise<number> {
           only: { type: 'string', multiple: true },
           results: { type: 'string' },
           shard: { type: 'string' },
+          profile: { type: 'string' },
         });
         if (positionals.length > 1) throw new UsageError(`run takes one experiment file, got ${positionals.length}: ${positionals.join(' ')}`);
         const { parseShard } = await import('../experiment/shard.ts');
@@ -132,6 +135,7 @@ export async function main(argv: string[]): Promise<number> {
           resultsRoot: values.results ? path.resolve(cwd, values.results as string) : undefined,
           command: ['run', ...rest],
           shard,
+          profile: values.profile as string | undefined,
         });
         return out.exitCode;
       }
