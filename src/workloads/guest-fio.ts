@@ -90,6 +90,7 @@ export const GuestFioParams = z.strictObject({ ...fioShape, ...GuestShape }).sup
   if (g.stride !== undefined) {
     if (g.rw !== 'write' && g.rw !== 'read') issue('stride', `stride applies to sequential rw (write, read), not rw=${g.rw}`);
     if (g.stride < g.bs) issue('stride', `stride (${g.stride}) is smaller than bs (${g.bs})`);
+    if (g.time_based) issue('stride', 'stride writes each stride once: set time_based: false (a time-based job would wrap around and write them again)');
   }
   if (g.backend !== 'pcow') {
     for (const k of ['prealloc_depth', 'cow_unit', 'handler_threads', 'read_fill', 'stripe_unit'] as const) {
@@ -186,8 +187,11 @@ export function guestFioArgv(p: GuestFioParamsT, target: string, output: string,
   }
   const args = fioArgs(fp, target, { output, name: fill ? 'fill' : 'pcow' });
   if (!fill && p.stride !== undefined && p.stride > p.bs) {
+    // rw=write:SKIP moves SKIP bytes on after each I/O; io_size stops the job at the end of
+    // the region (fio would otherwise wrap around and write the same offsets again).
     const i = args.indexOf(`--rw=${fp.rw}`);
     args[i] = `--rw=${fp.rw}:${p.stride - p.bs}`;
+    args.splice(i + 1, 0, `--io_size=${Math.floor(fp.size / p.stride) * p.bs}`);
   }
   return args;
 }
