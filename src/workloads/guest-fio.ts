@@ -24,6 +24,8 @@
 // prepare boots the guest, sets the device up and runs the fill/snapshot; run is the measured
 // fio pass (a second run in the same guest, i.e. a warmup, is refused for the first-touch and
 // after-snapshot phases: it would measure writes that allocate nothing); cleanup stops QEMU.
+// Another guest workload (Redis, C7) reuses the backend part: BACKEND_SHAPE, startBackendGuest,
+// stopBackendGuest.
 import { copyFile, mkdir, mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -145,7 +147,7 @@ async function patchedQemu(log: (l: string) => void, signal: AbortSignal): Promi
 }
 
 /** The disk of this cell and the QMP-visible facts to keep. Pure except for file creation. */
-async function createBackend(ctx: WorkloadContext, p: GuestFioParamsT): Promise<{ disk: Disk; image: string }> {
+async function createBackend(ctx: WorkloadContext, p: BackendParams): Promise<{ disk: Disk; image: string }> {
   const image = path.join(ctx.dataDir, `pm.${p.backend}`);
   if (p.backend === 'raw') {
     await writeFile(image, '');
@@ -196,14 +198,78 @@ export function guestFioArgv(p: GuestFioParamsT, target: string, output: string,
   return args;
 }
 
-interface CellState {
+/** A booted guest over one backend with its device set up (startBackendGuest). */
+export interface BackendGuest {
   guest: DebianGuest;
   accel: Accel;
   accelWhy: string;
-  target: string;
+  /** What guest-fio-setup.sh reported: namespace (ndctl JSON), blockdev, mount, queue_dax. */
   setup: Record<string, string>;
+  /** The backend's image file (raw, pcow or qcow2) in the cell's dataDir. */
   image: string;
   qemu: string;
+}
+
+/** The backend parameters a guest workload shares with guest-fio (e.g. a Redis workload, C7). */
+export type BackendParams = Pick<
+  GuestFioParamsT,
+  'backend' | 'pm_size' | 'cluster_size' | 'stripes' | 'stripe_unit' | 'prealloc_depth' | 'cow_unit' | 'handler_threads' | 'read_fill' | 'memory' | 'smp'
+>;
+/** Their zod shape, to spread into another guest workload's parameter schema. */
+export const BACKEND_SHAPE = GuestShape;
+
+/**
+ * The hook for every guest workload: create the backend's image in ctx.dataDir, boot the Debian
+ * guest over it (accelerator from the probe, the patched QEMU for pcow), upload and run
+ * guest-fio-setup.sh (fsdax namespace; on the dax path ext4 -o dax at /mnt/pm). `onDir` gets the
+ * VM directory (overlay, serial log) before the boot, for the caller's cleanup. On a failure
+ * after the boot the guest is stopped before the error is thrown.
+ */
+export async function startBackendGuest(ctx: WorkloadContext, p: BackendParams, guestPath: 'dax' | 'blk', onDir: (vmDir: string) => void): Promise<BackendGuest> {
+  const { accel, why } = await guestAccel({ log: ctx.log, signal: ctx.signal });
+  const { disk, image } = await createBackend(ctx, p);
+  const qemu = p.backend === 'pcow' ? await patchedQemu(ctx.log, ctx.signal) : undefined;
+  // Not under dataDir: a cell id holds "=", which QEMU's -qmp unix:PATH,... syntax cannot take.
+  const vmDir = await mkdtemp(path.join(tmpdir(), 'pcow-guest-fio-'));
+  onDir(vmDir);
+  const guest = await DebianGuest.boot({
+    name: `${ctx.cellId}#${ctx.repetition}`,
+    accel,
+    qemu: qemu?.binary,
+    extraArgs: qemu?.firmwareArgs,
+    memory: p.memory,
+    smp: p.smp,
+    disks: [disk],
+    dir: vmDir,
+    signal: ctx.signal,
+    log: ctx.log,
+  });
+  try {
+    ctx.log(`guest up under ${accel} (${why}): ready marker ${(guest.bootMs / 1000).toFixed(1)} s, SSH ${(guest.sshMs / 1000).toFixed(1)} s`);
+    await guest.ssh.check(['mkdir', '-p', GUEST_DIR]);
+    await guest.ssh.upload(path.join(repoRoot, 'guest-scripts', SETUP_SCRIPT), `${GUEST_DIR}/${SETUP_SCRIPT}`);
+    const device = p.backend === 'qcow2' ? `virtio:${DATA_SERIAL}` : 'nvdimm';
+    const r = await guest.ssh.check(['sh', `${GUEST_DIR}/${SETUP_SCRIPT}`, device, guestPath], { timeoutMs: 120_000 });
+    const setup = keyValues(r.stdout);
+    if (guestPath === 'dax' && setup['queue_dax'] !== '1') throw new Error(`the guest's ${setup['blockdev']} is not a DAX device (queue/dax = ${setup['queue_dax']}; mount: ${setup['mount']})`);
+    return { guest, accel, accelWhy: why, setup, image, qemu: qemu?.binary ?? 'qemu-system-x86_64' };
+  } catch (e) {
+    await guest.stop();
+    throw e;
+  }
+}
+
+/** Stop the guest (if any), keep its serial console in ctx.outDir, remove the VM directory. */
+export async function stopBackendGuest(ctx: WorkloadContext, bg: BackendGuest | undefined, vmDir: string | undefined): Promise<void> {
+  if (bg) await bg.guest.stop();
+  if (!vmDir) return;
+  // The console is the evidence of how the guest ran (and why it failed).
+  await copyFile(path.join(vmDir, 'serial.log'), path.join(ctx.outDir, 'serial.log')).catch(() => undefined);
+  await rm(vmDir, { recursive: true, force: true });
+}
+
+interface CellState extends BackendGuest {
+  target: string;
   fillMs?: number;
   snapshot?: unknown;
   runs: number;
@@ -276,38 +342,15 @@ export const guestFioWorkload: Workload<GuestFioParamsT> = {
     const old = cells.get(ctx.cellId);
     if (old) await old.guest.stop();
     cells.delete(ctx.cellId);
-    const { accel, why } = await guestAccel({ log: ctx.log, signal: ctx.signal });
-    const { disk, image } = await createBackend(ctx, p);
-    const qemu = p.backend === 'pcow' ? await patchedQemu(ctx.log, ctx.signal) : undefined;
-    // Not under dataDir: a cell id holds "=", which QEMU's -qmp unix:PATH,... syntax cannot take.
-    const vmDir = await mkdtemp(path.join(tmpdir(), 'pcow-guest-fio-'));
-    vmDirs.set(ctx.cellId, vmDir);
-    const guest = await DebianGuest.boot({
-      name: `${ctx.cellId}#${ctx.repetition}`,
-      accel,
-      qemu: qemu?.binary,
-      extraArgs: qemu?.firmwareArgs,
-      memory: p.memory,
-      smp: p.smp,
-      disks: [disk],
-      dir: vmDir,
-      signal: ctx.signal,
-      log: ctx.log,
-    });
-    const st: CellState = { guest, accel, accelWhy: why, target: '', setup: {}, image, qemu: qemu?.binary ?? 'qemu-system-x86_64', runs: 0 };
+    // Registered before the boot: cleanup removes the VM directory even when the boot fails.
+    const bg = await startBackendGuest(ctx, p, p.path, (vmDir) => vmDirs.set(ctx.cellId, vmDir));
+    const st: CellState = { ...bg, target: '', runs: 0 };
     cells.set(ctx.cellId, st);
-    ctx.log(`guest up under ${accel} (${why}): ready marker ${(guest.bootMs / 1000).toFixed(1)} s, SSH ${(guest.sshMs / 1000).toFixed(1)} s`);
-    await guest.ssh.check(['mkdir', '-p', GUEST_DIR]);
-    await guest.ssh.upload(path.join(repoRoot, 'guest-scripts', SETUP_SCRIPT), `${GUEST_DIR}/${SETUP_SCRIPT}`);
-    const device = p.backend === 'qcow2' ? `virtio:${DATA_SERIAL}` : 'nvdimm';
-    const r = await guest.ssh.check(['sh', `${GUEST_DIR}/${SETUP_SCRIPT}`, device, p.path], { timeoutMs: 120_000 });
-    st.setup = keyValues(r.stdout);
-    if (p.path === 'dax' && st.setup['queue_dax'] !== '1') throw new Error(`the guest's ${st.setup['blockdev']} is not a DAX device (queue/dax = ${st.setup['queue_dax']}; mount: ${st.setup['mount']})`);
     st.target = p.path === 'dax' ? GUEST_DAX_FILE : (st.setup['blockdev'] as string);
     if (p.phase !== 'first-touch') {
       const t0 = Date.now();
       await guestFio(st, ctx, guestFioArgv(p, st.target, 'x', true), 'fio-fill', fioTimeoutMs(p));
-      await guest.ssh.check(['sync']);
+      await st.guest.ssh.check(['sync']);
       st.fillMs = Date.now() - t0;
       ctx.log(`filled the region in ${(st.fillMs / 1000).toFixed(1)} s`);
     }
@@ -315,7 +358,7 @@ export const guestFioWorkload: Workload<GuestFioParamsT> = {
       st.snapshot =
         p.backend === 'pcow'
           ? await qmp(st, 'pcow-snapshot-create', { name: 'filled' })
-          : await qmp(st, 'blockdev-snapshot-internal-sync', { device: await driveOf(st, image), name: 'filled' });
+          : await qmp(st, 'blockdev-snapshot-internal-sync', { device: await driveOf(st, st.image), name: 'filled' });
       ctx.log(`snapshot "filled" taken live over QMP`);
     }
   },
@@ -366,10 +409,6 @@ export const guestFioWorkload: Workload<GuestFioParamsT> = {
     cells.delete(ctx.cellId);
     const vmDir = vmDirs.get(ctx.cellId);
     vmDirs.delete(ctx.cellId);
-    if (st) await st.guest.stop();
-    if (!vmDir) return;
-    // The console is the evidence of how the guest ran (and why it failed).
-    await copyFile(path.join(vmDir, 'serial.log'), path.join(ctx.outDir, 'serial.log')).catch(() => undefined);
-    await rm(vmDir, { recursive: true, force: true });
+    await stopBackendGuest(ctx, st, vmDir);
   },
 };

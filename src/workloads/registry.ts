@@ -11,7 +11,8 @@ const workloads: readonly AnyWorkload[] = [
   qemuImgBenchWorkload,
   pcowBenchWorkload,
   guestFioWorkload,
-  // C7 (Redis AOF / Redis on PMDK in the guest) registers its workload here.
+  // C7 (Redis AOF / Redis on PMDK in the guest) registers its workload here; it boots its guest
+  // with guest-fio.ts's startBackendGuest/stopBackendGuest and BACKEND_SHAPE (the backend axis).
 ];
 
 export function workloadTools(): string[] {
