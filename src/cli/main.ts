@@ -14,11 +14,13 @@ const DEFAULT_EXPERIMENT = 'experiments/quick.yaml';
 export const usage = `pcow-harness — reproduce and keep checking the pcow paper
 
 usage:
-  pcow-harness run [FILE] [--dry-run] [--resume RUN_DIR] [--only key=value ...] [--results DIR] [--shard I/N]
+  pcow-harness run [FILE] [--profile NAME] [--dry-run] [--resume RUN_DIR] [--only key=value ...] [--results DIR] [--shard I/N]
       Run an experiment (default: ${DEFAULT_EXPERIMENT}). --dry-run lists every cell with its id and
       parameters; --resume continues RUN_DIR, skipping repetitions that already completed; --only keeps
       the cells whose axis has that value (repeat a key for OR, different keys for AND); --shard I/N runs
       part I of N of the matrix (whole cells, placed by cell hash and estimated cost: deterministic).
+      --profile NAME applies the file's profile NAME (default: ci when the file has profiles; e.g.
+      ci = small sizes for a TCG host, paper = the paper's sizes for KVM/Optane hosts).
   pcow-harness report RUN_DIR
       Re-make samples.csv and report/ (charts, index.html) of a run directory.
   pcow-harness merge OUT SHARD_DIR...
@@ -114,6 +116,7 @@ export async function main(argv: string[]): Promise<number> {
           only: { type: 'string', multiple: true },
           results: { type: 'string' },
           shard: { type: 'string' },
+          profile: { type: 'string' },
         });
         if (positionals.length > 1) throw new UsageError(`run takes one experiment file, got ${positionals.length}: ${positionals.join(' ')}`);
         const { parseShard } = await import('../experiment/shard.ts');
@@ -137,6 +140,7 @@ export async function main(argv: string[]): Promise<number> {
           resultsRoot: values.results ? path.resolve(cwd, values.results as string) : undefined,
           command: ['run', ...rest],
           shard,
+          profile: values.profile as string | undefined,
         });
         return out.exitCode;
       }
@@ -335,7 +339,7 @@ export async function main(argv: string[]): Promise<number> {
         if (positionals.length > 1) throw new UsageError(`boot takes one image, got: ${positionals.join(' ')}`);
         const log = (l: string): void => void process.stderr.write(`${l}\n`);
         const accel = await chooseAccel(values.accel as string | undefined, log);
-        const { bootSmoke } = await import('../vm/smoke.ts');
+        const { bootSmoke } = await import('./smoke.ts');
         const image = path.resolve(process.env.INIT_CWD ?? process.cwd(), positionals[0] ?? 'pcow-guest.img');
         const out = await bootSmoke({ image, size: values.size as string | undefined, accel, log });
         process.stdout.write(`${out}\n`);

@@ -21,6 +21,8 @@ export interface LoadedExperiment {
   sha256: string;
   config: ExperimentConfig;
   cells: Cell[];
+  /** The profile applied (run --profile; `ci` by default when the file has profiles). */
+  profile?: string;
 }
 
 export interface LoadOptions {
@@ -28,6 +30,8 @@ export interface LoadOptions {
   lookup: WorkloadLookup;
   /** Tool names offered as suggestions for an unknown `tool:`. */
   tools?: readonly string[];
+  /** The profile to apply (default: `ci` when the file defines profiles). */
+  profile?: string;
 }
 
 /** Load and validate an experiment; throws ExperimentError listing every problem. */
@@ -41,16 +45,16 @@ export async function loadExperiment(file: string, opts: LoadOptions): Promise<L
     const why = err.code === 'ENOENT' ? 'no such file' : err.code === 'EISDIR' ? 'is a directory, not an experiment file' : err.message;
     throw new ExperimentError([{ file, line: 0, col: 0, path: '', message: `cannot read the experiment: ${why}` }]);
   }
-  const { config, cells } = parseExperiment(text, file, { lookup: opts.lookup, tools: opts.tools });
-  return { file: abs, text, sha256: createHash('sha256').update(text).digest('hex'), config, cells };
+  const { config, cells, profile } = parseExperiment(text, file, { lookup: opts.lookup, tools: opts.tools, profile: opts.profile });
+  return { file: abs, text, sha256: createHash('sha256').update(text).digest('hex'), config, cells, ...(profile ? { profile } : {}) };
 }
 
 /** The synchronous core of loadExperiment: `file` is only used in messages. */
 export function parseExperiment(
   text: string,
   file: string,
-  opts: PlanOptions,
-): { config: ExperimentConfig; cells: Cell[] } {
+  opts: PlanOptions & { profile?: string },
+): { config: ExperimentConfig; cells: Cell[]; profile?: string } {
   const lc = new LineCounter();
   // uniqueKeys off: duplicateKeys() reports both places of a repeated key, yaml would say one.
   // merge: `<<: *common` lets workloads share parameters, a common YAML idiom.
@@ -77,6 +81,10 @@ export function parseExperiment(
     throw new ExperimentError([{ file, line: 1, col: 1, path: '', message: 'the file is empty; an experiment needs at least `name:` and `workloads:`' }]);
   }
 
+  const applied = applyProfile(data, opts.profile);
+  if (applied.problems.length > 0) throw new ExperimentError(at(applied.problems));
+  data = applied.data;
+
   const parsed = Experiment.safeParse(data, { error: friendlyError });
   if (!parsed.success) {
     const problems = convertIssues(parsed.error.issues, { schema: Experiment, data });
@@ -86,7 +94,55 @@ export function parseExperiment(
 
   const { cells, problems } = checkExperiment(parsed.data, opts);
   if (problems.length > 0) throw new ExperimentError(at(problems));
-  return { config: parsed.data, cells };
+  return { config: parsed.data, cells, ...(applied.profile ? { profile: applied.profile } : {}) };
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * The experiment data with profile `requested` (or `ci`, else the first one, when the file has
+ * profiles) applied over it. The profiles stay in the data, so the schema checks every one.
+ */
+export function applyProfile(data: unknown, requested: string | undefined): { data: unknown; profile?: string; problems: PathProblem[] } {
+  const d = isRecord(data) ? data : {};
+  const profiles = d['profiles'];
+  if (!isRecord(profiles) || Object.keys(profiles).length === 0) {
+    if (requested === undefined) return { data, problems: [] };
+    return { data, problems: [{ path: [], message: `--profile ${requested}: this experiment defines no profiles (remove --profile, or add a \`profiles:\` section)` }] };
+  }
+  const names = Object.keys(profiles);
+  const name = requested ?? (names.includes('ci') ? 'ci' : (names[0] as string));
+  const p = profiles[name];
+  if (!isRecord(p)) {
+    if (p === undefined) return { data, problems: [{ path: ['profiles'], message: `unknown profile ${JSON.stringify(name)}; this experiment has: ${names.join(', ')}` }] };
+    return { data, problems: [] }; // not an object: the schema says what is wrong with it
+  }
+  const problems: PathProblem[] = [];
+  const out: Record<string, unknown> = { ...d };
+  for (const k of ['repetitions', 'warmup', 'timeout'] as const) if (p[k] !== undefined) out[k] = p[k];
+  if (typeof p['description'] === 'string') out['description'] = `${typeof d['description'] === 'string' ? `${d['description']} ` : ''}[profile ${name}: ${p['description']}]`;
+  if (isRecord(p['workloads'])) {
+    const base = isRecord(d['workloads']) ? d['workloads'] : {};
+    const merged: Record<string, unknown> = { ...base };
+    for (const [w, over] of Object.entries(p['workloads'])) {
+      const b = base[w];
+      if (!isRecord(b)) {
+        problems.push({ path: ['profiles', name, 'workloads', w], message: `profile ${name} overrides workload ${JSON.stringify(w)}, which is not in workloads: (have: ${Object.keys(base).join(', ')})` });
+        continue;
+      }
+      if (isRecord(over)) merged[w] = { ...b, ...over };
+    }
+    out['workloads'] = merged;
+  }
+  if (isRecord(p['matrix'])) {
+    const pm = p['matrix'];
+    const m = isRecord(d['matrix']) ? { ...d['matrix'] } : {};
+    if (isRecord(pm['axes'])) m['axes'] = { ...(isRecord(m['axes']) ? m['axes'] : {}), ...pm['axes'] };
+    if (pm['zip'] !== undefined) m['zip'] = pm['zip'];
+    if (pm['exclude'] !== undefined) m['exclude'] = pm['exclude'];
+    out['matrix'] = m;
+  }
+  return { data: out, profile: name, problems };
 }
 
 /**

@@ -119,6 +119,28 @@ export const Build = z.strictObject({
 /** A named workload: `tool` selects the runner, the rest are its parameters (checked by the tool). */
 export const WorkloadSpec = z.looseObject({ tool: z.string() });
 
+/**
+ * A named variant of the experiment (`run --profile NAME`; default `ci` when the file has one):
+ * its keys override the file's. `workloads.NAME` entries are merged into that workload's
+ * parameters, `matrix.axes` entries replace those axes, `exclude`/`zip` replace the lists.
+ */
+export const Profile = z.strictObject({
+  description: z.string().optional(),
+  repetitions: z.number().int().min(1).max(1000).optional(),
+  warmup: z.number().int().min(0).max(100).optional(),
+  timeout: Duration.optional(),
+  workloads: z.record(z.string(), z.record(z.string(), z.unknown())).optional(),
+  matrix: z
+    .strictObject({
+      axes: z.record(z.string(), z.array(AxisValue).min(1, 'an axis needs at least one value')).optional(),
+      zip: z.array(z.array(z.string()).min(2)).optional(),
+      exclude: z.array(z.record(z.string(), AxisValue)).optional(),
+    })
+    .optional(),
+});
+
+export const PROFILE_NAME = /^[a-z0-9][a-z0-9_-]*$/;
+
 export const Experiment = z.strictObject({
   name: z.string().regex(/^[a-z0-9][a-z0-9_-]*$/, {
     error: (iss) => `expected a lower-case file-name stem (a-z, 0-9, _ and -) such as "fig5-iops", got ${describeValue(iss.input)}`,
@@ -139,6 +161,8 @@ export const Experiment = z.strictObject({
   workloads: z.record(z.string().regex(/^[A-Za-z0-9_-]+$/, 'workload names may use letters, digits, _ and - (they become part of cell ids)'), WorkloadSpec),
   matrix: Matrix.default({ axes: {}, zip: [], exclude: [] }),
   figures: z.array(Figure).default([]),
+  /** Named variants (e.g. ci: small sizes for a TCG host, paper: the paper's sizes). */
+  profiles: z.record(z.string().regex(PROFILE_NAME, 'profile names are lower-case stems (a-z, 0-9, _ and -)'), Profile).optional(),
 });
 
 export type ExperimentConfig = z.infer<typeof Experiment>;

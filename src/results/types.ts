@@ -102,6 +102,8 @@ export interface Manifest {
   };
   cells: { total: number; ok: number; failed: number; timeout: number; interrupted: number; pending: number };
   error?: string;
+  /** The experiment profile the run used (`run --profile`; ci by default when the file has profiles). */
+  profile?: string;
   /** `run --shard I/N`: which part of the matrix this run is (src/experiment/shard.ts). */
   shard?: ShardRecord;
   /** A merged run (`pcow-harness merge`): each shard's own provenance and cells. */

@@ -46,6 +46,8 @@ export interface RunRequest {
   command?: string[];
   /** Run only this shard of the (filtered) matrix. */
   shard?: ShardSpec;
+  /** The experiment's profile (default: `ci` when it has profiles; a resumed run keeps its own). */
+  profile?: string;
 }
 
 export interface RunOutcome {
@@ -113,14 +115,23 @@ class WarmupFailed extends Error {
 
 export async function runExperiment(req: RunRequest): Promise<RunOutcome> {
   const print = req.print ?? ((t: string) => process.stdout.write(t));
-  const loaded = await loadExperiment(req.file, registryLookup());
+  // A resumed run keeps the profile it was started with: another one would be other cells.
+  let profile = req.profile;
+  if (req.resume && existsSync(path.join(req.resume, 'manifest.json'))) {
+    const prev = await readJson<Manifest>(path.join(req.resume, 'manifest.json')).catch(() => undefined);
+    if (prev?.profile !== undefined) {
+      if (profile !== undefined && profile !== prev.profile) throw new ConfigError(`--resume ${req.resume}: that run used profile ${prev.profile}, not ${profile}; resume it with --profile ${prev.profile} (or without --profile)`);
+      profile = prev.profile;
+    }
+  }
+  const loaded = await loadExperiment(req.file, { ...registryLookup(), profile });
   const config = loaded.config;
   const planned = req.only && req.only.length > 0 ? filterCells(loaded.cells, req.only) : loaded.cells;
   const cells = req.shard ? shardCells(planned, req.shard) : planned;
   const shardNote = req.shard ? ` (shard ${req.shard.index}/${req.shard.count} of ${planned.length} cells)` : '';
 
   if (req.dryRun) {
-    print(`${config.name}: ${cells.length} cells${shardNote} × ${config.repetitions} repetitions (+${config.warmup} warmup)\n`);
+    print(`${config.name}${loaded.profile ? ` (profile ${loaded.profile})` : ''}: ${cells.length} cells${shardNote} × ${config.repetitions} repetitions (+${config.warmup} warmup)\n`);
     print(`${describeCells(cells)}\n`);
     return { exitCode: 0 };
   }
@@ -198,6 +209,7 @@ export async function runExperiment(req: RunRequest): Promise<RunOutcome> {
         ? { shard: { index: req.shard.index, count: req.shard.count, only: req.only ?? [], planCells: planned.length, cells: cells.map((c) => c.hash) } }
         : {}),
       ...(Object.keys(testKnobs()).length ? { testKnobs: testKnobs() } : {}),
+      ...(loaded.profile ? { profile: loaded.profile } : {}),
     };
     if (rd) {
       // A resumed run keeps its original start and setup record; the probe is refreshed.

@@ -1,5 +1,6 @@
 // tool name → workload implementation. A new workload is added to this list.
 import { fioWorkload } from './fio.ts';
+import { guestFioWorkload } from './guest-fio.ts';
 import { pcowBenchWorkload } from './pcow-bench.ts';
 import { qemuImgBenchWorkload } from './qemu-img-bench.ts';
 import type { AnyWorkload } from './types.ts';
@@ -9,6 +10,9 @@ const workloads: readonly AnyWorkload[] = [
   fioWorkload,
   qemuImgBenchWorkload,
   pcowBenchWorkload,
+  guestFioWorkload,
+  // C7 (Redis AOF / Redis on PMDK in the guest) registers its workload here; it boots its guest
+  // with guest-fio.ts's startBackendGuest/stopBackendGuest and BACKEND_SHAPE (the backend axis).
 ];
 
 export function workloadTools(): string[] {
