@@ -6,15 +6,18 @@
 // decides the binary: source version, patch hash, libpcow source hash, configure flags. A second
 // call with the same inputs finds the installed binary and returns in well under a second.
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync } from 'node:fs';
-import { appendFile, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { appendFile, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { cacheDir, withCacheLock } from '../host/cache.ts';
-import { ensureCommands, isRoot, step, type CommandRequirement } from '../host/install.ts';
+import { ensureCommands, step, type CommandRequirement } from '../host/install.ts';
 import type { SetupStep } from '../results/types.ts';
-import { failure, run, type RunOptions } from '../util/proc.ts';
+import { failure, run } from '../util/proc.ts';
+import { debianChangelogVersion, debianSource, fileSha256, localSource, logged, readStamp, type BuildCtx, type Source } from './debian-source.ts';
 import { buildNative, hashFiles, nativeDir, nativeLibHash } from './native.ts';
+
+export { debSrcFrom, fileSha256 } from './debian-source.ts';
 
 export const qemuPatchDir = path.join(nativeDir, 'qemu');
 
@@ -127,166 +130,30 @@ export async function qemuPatchHash(patches?: string[]): Promise<string> {
   return hashFiles(patches ?? (await qemuPatches()), qemuPatchDir); // relative path = the patch's name
 }
 
-export async function fileSha256(file: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(file)) h.update(chunk as Buffer);
-  return h.digest('hex');
-}
-
-const aptEnv = { DEBIAN_FRONTEND: 'noninteractive', APT_LISTCHANGES_FRONTEND: 'none' };
-
-/** The Debian source package's version apt would fetch, from `apt-get source --print-uris`. */
-function dscFromPrintUris(out: string): { url: string; file: string; version: string } | null {
-  // "'http://.../qemu_7.2%2bdfsg-7.dsc' qemu_7.2+dfsg-7.dsc 5521 SHA256:...": the second field is decoded.
-  const m = /^'([^']+\.dsc)'\s+(qemu_([^_\s]+)\.dsc)\s/m.exec(out);
-  return m ? { url: m[1]!, file: m[2]!, version: m[3]! } : null;
-}
-
-/** deb-src entries mirroring the deb ones (deb822 .sources files or one-line lists). */
-export function debSrcFrom(sources: string): string | null {
-  const deb822 = sources
-    .split(/\n\s*\n/)
-    .filter((stanza) => /^Types:\s*.*\bdeb\b/m.test(stanza))
-    .map((stanza) => stanza.replace(/^Types:.*$/m, 'Types: deb-src').trim());
-  if (deb822.length > 0) return deb822.join('\n\n') + '\n';
-  const lines = sources.split('\n').filter((l) => /^deb\s/.test(l.trim()));
-  return lines.length > 0 ? lines.map((l) => l.trim().replace(/^deb\s/, 'deb-src ')).join('\n') + '\n' : null;
-}
-
-const DEB_SRC_FILE = '/etc/apt/sources.list.d/pcow-deb-src.sources';
-
-/** Make `apt-get source qemu` possible: add deb-src entries (as root) and apt-get update. */
-async function ensureDebSrc(o: Ctx): Promise<{ url: string; file: string; version: string }> {
-  const probe = async () => {
-    const r = await run('apt-get', ['source', '--print-uris', 'qemu'], { env: aptEnv, signal: o.signal, timeoutMs: 120_000 });
-    return r.exitCode === 0 ? dscFromPrintUris(r.stdout) : null;
-  };
-  let dsc = await probe();
-  if (dsc) return dsc;
-  const candidates = ['/etc/apt/sources.list.d/debian.sources', '/etc/apt/sources.list'];
-  let text: string | null = null;
-  let from = '';
-  for (const c of candidates) {
-    if (!existsSync(c)) continue;
-    text = debSrcFrom(await readFile(c, 'utf8'));
-    if (text) {
-      from = c;
-      break;
-    }
-  }
-  const ext = text && !text.startsWith('Types:') ? '.list' : '.sources';
-  const target = DEB_SRC_FILE.replace(/\.sources$/, ext);
-  if (!isRoot() || !text) {
-    throw new Error(
-      `apt-get source qemu needs a deb-src entry, and ${!text ? `none could be derived from ${candidates.join(' or ')}` : 'the harness is not root'}. ` +
-        `As root, add one mirroring your deb entries (e.g. copy /etc/apt/sources.list.d/debian.sources to ${DEB_SRC_FILE} with "Types: deb-src"), then run:\n  apt-get update\n` +
-        `or name a QEMU source directory or tarball in the experiment (build.qemu.source).`,
-    );
-  }
-  await writeFile(target, `# Added by the pcow harness (src/build/qemu.ts) from ${from}: apt-get source qemu\n${text}`);
-  o.steps.push(step('qemu-source', `added deb-src entries to ${target} (from ${from})`));
-  o.log(`qemu: added deb-src entries to ${target}; apt-get update`);
-  const u = await run('apt-get', ['update'], { env: aptEnv, signal: o.signal, timeoutMs: 10 * 60_000 });
-  const why = failure(u);
-  o.steps.push(step('qemu-source', `apt-get update: ${why ?? 'ok'}`, why === null));
-  if (why) throw new Error(`apt-get update after adding ${target}: ${why}`);
-  dsc = await probe();
-  if (!dsc) throw new Error(`apt-get source --print-uris qemu found no qemu source package even after adding ${target}`);
-  return dsc;
-}
-
-/** A cached build in progress (this QEMU build, the guest image's): shared by logged and the cache lock. */
-export interface Ctx {
-  signal?: AbortSignal;
-  log: (line: string) => void;
-  steps: SetupStep[];
-  logFile: string;
-  /** The build's name in messages (default "qemu"). */
-  stage?: string;
-}
-
-/** Run a step, its output appended to the build log; throws with the command and the build log's path. */
-export async function logged(o: Ctx, what: string, cmd: string, args: string[], opts: RunOptions = {}): Promise<void> {
-  await appendFile(o.logFile, `\n=== ${what}: ${[cmd, ...args].join(' ')}${opts.cwd ? ` (in ${opts.cwd})` : ''}\n`);
-  const r = await run(cmd, args, { signal: o.signal, ...opts });
-  await appendFile(o.logFile, r.stdout + r.stderr);
-  const why = failure(r);
-  if (why) throw new Error(`${o.stage ?? 'qemu'} build: ${what} failed: ${why}\n(full log: ${o.logFile})`);
-}
-
-interface Source {
-  version: string;
-  /** Unpack/copy the pristine source into dest (which must not exist). */
-  unpack: (dest: string) => Promise<void>;
-}
+type Ctx = BuildCtx;
 
 async function readVersionFile(dir: string): Promise<string> {
   const v = existsSync(path.join(dir, 'VERSION')) ? (await readFile(path.join(dir, 'VERSION'), 'utf8')).trim() : 'unknown';
-  const cl = path.join(dir, 'debian', 'changelog');
-  if (existsSync(cl)) {
-    const first = (await readFile(cl, 'utf8')).split('\n')[0] ?? '';
-    const m = /\(([^)]+)\)/.exec(first);
-    if (m) return `${v}, debian ${m[1]}`;
-  }
-  return v;
+  const deb = await debianChangelogVersion(dir);
+  return deb ? `${v}, debian ${deb}` : v;
 }
 
 async function resolveSource(o: Ctx, source: string | undefined): Promise<Source> {
-  if (source !== undefined) {
-    const abs = path.resolve(source);
-    const st = await stat(abs).catch(() => null);
-    if (!st) throw new Error(`build.qemu.source: ${abs} does not exist (expected a QEMU source directory or tarball)`);
-    if (st.isDirectory()) {
-      if (!existsSync(path.join(abs, 'configure')) || !existsSync(path.join(abs, 'backends', 'hostmem-file.c'))) {
-        throw new Error(`build.qemu.source: ${abs} is not a QEMU source tree (no configure or backends/hostmem-file.c)`);
-      }
-      return {
-        version: `dir:${abs} (VERSION ${await readVersionFile(abs)})`,
-        unpack: async (dest) => {
-          await logged(o, 'copy source', 'cp', ['-a', '--', abs, dest]);
-          await rm(path.join(dest, 'build'), { recursive: true, force: true });
-        },
-      };
-    }
-    if (!/\.tar(\.(xz|gz|bz2|zst))?$|\.tgz$/.test(abs)) throw new Error(`build.qemu.source: ${abs} is neither a directory nor a .tar[.xz|.gz|.bz2] tarball`);
-    const sum = await fileSha256(abs);
-    return {
-      version: `tarball:${path.basename(abs)} sha256:${sum.slice(0, 16)}`,
-      unpack: async (dest) => {
-        await mkdir(dest, { recursive: true });
-        await logged(o, 'unpack tarball', 'tar', ['-xf', abs, '-C', dest, '--strip-components=1']);
-      },
-    };
-  }
-  const dsc = await ensureDebSrc(o);
-  const srcCache = cacheDir('qemu-src', dsc.version);
-  return {
-    version: `debian:${dsc.version}`,
-    unpack: async (dest) => {
-      if (!existsSync(path.join(srcCache, dsc.file))) {
-        // Unpinned (the file name drops the epoch, "1:"): the same candidate --print-uris named.
-        o.log(`qemu: apt-get source --download-only qemu (${dsc.file}, into ${srcCache})`);
-        await logged(o, 'apt-get source', 'apt-get', ['source', '--download-only', 'qemu'], { cwd: srcCache, env: aptEnv, timeoutMs: 10 * 60_000 });
-        if (!existsSync(path.join(srcCache, dsc.file))) throw new Error(`apt-get source qemu did not download ${dsc.file} into ${srcCache} (log: ${o.logFile})`);
-      }
-      // dpkg-source applies Debian's own patches (as the Debian package is built).
-      await logged(o, 'dpkg-source -x', 'dpkg-source', ['-x', path.join(srcCache, dsc.file), dest]);
-    },
-  };
+  if (source === undefined) return debianSource(o, 'qemu', 'build.qemu.source');
+  return localSource(
+    o,
+    source,
+    'build.qemu.source',
+    'a QEMU',
+    (abs) => (!existsSync(path.join(abs, 'configure')) || !existsSync(path.join(abs, 'backends', 'hostmem-file.c')) ? 'no configure or backends/hostmem-file.c' : null),
+    async (abs) => `VERSION ${await readVersionFile(abs)}`,
+  );
 }
 
 export function qemuCacheKey(parts: { sourceVersion: string; patchHash: string; nativeHash: string; configureFlags: readonly string[] }): string {
   const h = createHash('sha256');
   h.update(JSON.stringify([parts.sourceVersion, parts.patchHash, parts.nativeHash, parts.configureFlags]));
   return h.digest('hex').slice(0, 16);
-}
-
-export async function readStamp<T = Stamp>(file: string): Promise<T | null> {
-  try {
-    return JSON.parse(await readFile(file, 'utf8')) as T;
-  } catch {
-    return null;
-  }
 }
 
 /** ninja with its output in a file, its [N/M] progress reported every 15 s. */
@@ -333,7 +200,7 @@ export async function ensureQemu(opts: QemuBuildOptions = {}): Promise<QemuBuild
   const base = cacheDir('qemu');
   const tmpLog = path.join(base, 'last-resolve.log');
   await writeFile(tmpLog, '');
-  const pre: Ctx = { signal: opts.signal, log, steps, logFile: tmpLog };
+  const pre: Ctx = { name: 'qemu', signal: opts.signal, log, steps, logFile: tmpLog };
   const source = await resolveSource(pre, opts.source);
   const configureFlags = [...QEMU_CONFIGURE_FLAGS];
   const key = qemuCacheKey({ sourceVersion: source.version, patchHash, nativeHash, configureFlags });
@@ -360,7 +227,7 @@ export async function ensureQemu(opts: QemuBuildOptions = {}): Promise<QemuBuild
     steps,
   });
   const reuse = async (): Promise<QemuBuild | null> => {
-    const stamp = await readStamp(stampFile);
+    const stamp = await readStamp<Stamp>(stampFile);
     if (!stamp || !existsSync(binary)) return null;
     const hash = await fileSha256(binary);
     if (hash !== stamp.binaryHash) {
@@ -380,7 +247,7 @@ export async function ensureQemu(opts: QemuBuildOptions = {}): Promise<QemuBuild
     await rm(dir, { recursive: true, force: true });
     await mkdir(dir, { recursive: true });
     await writeFile(logFile, `pcow QEMU build ${key}\nsource: ${source.version}\npatches: ${patches.map((p) => path.basename(p)).join(' ')} (sha256 ${patchHash})\nlibpcow: ${nativeHash}\nconfigure: ${configureFlags.join(' ')}\n`);
-    const o: Ctx = { signal: opts.signal, log, steps, logFile };
+    const o: Ctx = { name: 'qemu', signal: opts.signal, log, steps, logFile };
     const src = path.join(dir, 'src');
     const buildDir = path.join(src, 'build');
     const timeoutMs = opts.timeoutMs ?? 30 * 60_000;

@@ -53,6 +53,11 @@ usage:
       Build (or reuse) the Debian guest image the experiments log into over SSH (debootstrap bookworm
       minbase + fio, redis, ndctl, PMDK; qcow2 + initrd + pinned host key) in the cache; --boot also
       boots it once and prints the time to SSH.
+  pcow-harness build-redis [--source DIR|TARBALL] [--json]
+      Build "redis+pmem-AOF (pcow's patch to Debian redis 7.0), not Intel pmem-redis": Debian's Redis
+      with native/redis/*.patch (aof-pmem: the AOF persisted through PMDK's libpmem) into the cache,
+      or reuse the cached build of the same source, patches, make flags and libraries. Default
+      source: \`apt-get source redis\`.
   pcow-harness boot [IMAGE] [--size SIZE] [--accel tcg|kvm]   (default accel: the boot probe's verdict)
       Build (or reuse) the patched QEMU and boot the test guest on the pcow image IMAGE (default
       pcow-guest.img; created with SIZE, default 4G, when missing): it writes at three offsets of
@@ -314,6 +319,18 @@ export async function main(argv: string[]): Promise<number> {
             ? `${JSON.stringify({ ...img, boot }, null, 2)}\n`
             : `${img.rootImage}\n  ${img.packages.length} packages, qcow2 ${(img.rootImageBytes / 1e6).toFixed(0)} MB (files ${(img.rootfsBytes / 1e6).toFixed(0)} MB), kernel ${img.kernel.release}\n  ${img.cached ? `cached (built in ${img.buildSeconds.toFixed(0)} s)` : 'built'} in ${img.seconds.toFixed(1)} s (log: ${img.logFile})\n` +
                 (boot ? `  boot (${accel}): ready marker ${(boot.bootMs / 1000).toFixed(1)} s, SSH ${(boot.sshMs / 1000).toFixed(1)} s after QEMU started (uname -r: ${boot.uname})\n` : ''),
+        );
+        return 0;
+      }
+      case 'build-redis': {
+        const { values, positionals } = parse(rest, { source: { type: 'string' }, json: { type: 'boolean' } });
+        if (positionals.length > 0) throw new UsageError(`build-redis takes no arguments, got: ${positionals.join(' ')}`);
+        const { ensureRedis } = await import('../build/redis.ts');
+        const r = await ensureRedis({ source: values.source as string | undefined, log: (l) => process.stderr.write(`${l}\n`) });
+        process.stdout.write(
+          values.json
+            ? `${JSON.stringify(r, null, 2)}\n`
+            : `${r.server}\n  ${r.label}\n  source ${r.sourceVersion}, patches ${r.patchHash.slice(0, 12)}, binary sha256 ${r.binaryHash.slice(0, 12)}, needs ${r.needed.join(' ')}\n  ${r.cached ? 'cached' : 'built'} in ${r.seconds.toFixed(1)} s (log: ${r.logFile})\n`,
         );
         return 0;
       }

@@ -105,8 +105,15 @@ export const BuildQemu = z.strictObject({
   source: z.string().min(1).optional(),
 });
 
+/** redis+pmem-AOF (src/build/redis.ts): present when the experiment's guests run it. */
+export const BuildRedis = z.strictObject({
+  /** A Redis source directory or tarball; default: Debian's (`apt-get source redis`). */
+  source: z.string().min(1).optional(),
+});
+
 export const Build = z.strictObject({
   qemu: BuildQemu.optional(),
+  redis: BuildRedis.optional(),
 });
 
 /** A named workload: `tool` selects the runner, the rest are its parameters (checked by the tool). */

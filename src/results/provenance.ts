@@ -25,6 +25,31 @@ export async function harnessInfo(): Promise<HarnessInfo> {
   };
 }
 
+/** What a run's redis+pmem-AOF is made of, for the manifest (build.redis). */
+export function redisProvenance(r: {
+  label: string;
+  server: string;
+  binaryHash: string;
+  version: string;
+  sourceVersion: string;
+  patchHash: string;
+  needed: string[];
+  cached: boolean;
+  seconds: number;
+}): NonNullable<Manifest['build']['redis']> {
+  return {
+    label: r.label,
+    binary: r.server,
+    binaryHash: r.binaryHash,
+    version: r.version,
+    sourceVersion: r.sourceVersion,
+    patchHash: r.patchHash,
+    needed: [...r.needed],
+    cached: r.cached,
+    seconds: Math.round(r.seconds * 10) / 10,
+  };
+}
+
 /** What a run's QEMU binary is made of, for the manifest (build.qemu). */
 export function qemuProvenance(q: {
   binary: string;

@@ -97,6 +97,8 @@ export interface Manifest {
     native?: { sourceHash: string; durationMs: number };
     /** The patched QEMU the run's guests use (src/build/qemu.ts): what the binary is made of. */
     qemu?: { binary: string; binaryHash: string; sourceVersion: string; patchHash: string; nativeHash: string; cached: boolean; seconds: number };
+    /** redis+pmem-AOF (src/build/redis.ts): its label, what redis-server is made of and needs. */
+    redis?: { label: string; binary: string; binaryHash: string; version: string; sourceVersion: string; patchHash: string; needed: string[]; cached: boolean; seconds: number };
   };
   cells: { total: number; ok: number; failed: number; timeout: number; interrupted: number; pending: number };
   error?: string;

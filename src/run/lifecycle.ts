@@ -18,7 +18,7 @@ import { ensureCommands, step } from '../host/install.ts';
 import { buildNative, nativeBinDir } from '../build/native.ts';
 import { getWorkload, registryLookup } from '../workloads/registry.ts';
 import type { AnyWorkload, WorkloadContext } from '../workloads/types.ts';
-import { harnessInfo, qemuProvenance } from '../results/provenance.ts';
+import { harnessInfo, qemuProvenance, redisProvenance } from '../results/provenance.ts';
 import { repoRoot } from '../util/paths.ts';
 import { RunDir, readJson } from '../results/rundir.ts';
 import { ConfigError } from '../util/errors.ts';
@@ -253,6 +253,13 @@ export async function runExperiment(req: RunRequest): Promise<RunOutcome> {
       const q = await ensureQemu({ source: config.build.qemu.source, signal: runAbort.signal, log: (l) => progress.log(l) });
       runDir.manifest.setup.push(...q.steps);
       runDir.manifest.build.qemu = qemuProvenance(q);
+      await runDir.saveManifest();
+    }
+    if (config.build.redis) {
+      const { ensureRedis } = await import('../build/redis.ts');
+      const r = await ensureRedis({ source: config.build.redis.source, signal: runAbort.signal, log: (l) => progress.log(l) });
+      runDir.manifest.setup.push(...r.steps);
+      runDir.manifest.build.redis = redisProvenance(r);
       await runDir.saveManifest();
     }
 

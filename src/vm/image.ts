@@ -13,7 +13,7 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { appendFile, chmod, copyFile, mkdir, open, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { logged, readStamp, type Ctx } from '../build/qemu.ts';
+import { logged, readStamp, type BuildCtx } from '../build/debian-source.ts';
 import { cacheDir, withCacheLock } from '../host/cache.ts';
 import { cpioNewc, type CpioEntry } from '../host/cpio.ts';
 import { aptRun, ensureCommands, step, type InstallOptions } from '../host/install.ts';
@@ -123,7 +123,7 @@ async function candidateVersions(names: readonly string[], opts: GuestImageSetup
 }
 
 /** debootstrap extracted from its .deb into the cache (not installed): [script, DEBOOTSTRAP_DIR]. */
-async function ensureDebootstrap(version: string, o: Ctx): Promise<{ bin: string; dir: string }> {
+async function ensureDebootstrap(version: string, o: BuildCtx): Promise<{ bin: string; dir: string }> {
   const base = cacheDir('guest-debs', `debootstrap-${version.replace(/[^\w.+-]/g, '_')}`);
   const out = { bin: path.join(base, 'root', 'usr', 'sbin', 'debootstrap'), dir: path.join(base, 'root', 'usr', 'share', 'debootstrap') };
   if (existsSync(path.join(base, 'done'))) return out;
@@ -181,7 +181,7 @@ async function unmountUnder(dir: string): Promise<string[]> {
 }
 
 /** debootstrap with its output in the log, its last "I:" line reported every 15 s. */
-async function debootstrap(o: Ctx, ds: { bin: string; dir: string }, args: string[], timeoutMs: number): Promise<void> {
+async function debootstrap(o: BuildCtx, ds: { bin: string; dir: string }, args: string[], timeoutMs: number): Promise<void> {
   const out = path.join(path.dirname(o.logFile), 'debootstrap.log');
   await appendFile(o.logFile, `\n=== debootstrap ${args.join(' ')} (output in ${out})\n`);
   let last = '';
@@ -307,7 +307,7 @@ async function buildImage(opts: GuestImageSetup): Promise<DebianImage> {
     log(`guest-image: cached ${key} (${GUEST_SUITE}, ${hit.packages.length} packages, kernel ${kernel.release}): ${dir}`);
     return hit;
   }
-  const o: Ctx = { signal: opts.signal, log, steps, logFile: path.join(base, 'last-resolve.log'), stage: 'guest-image' };
+  const o: BuildCtx = { signal: opts.signal, log, steps, logFile: path.join(base, 'last-resolve.log'), name: 'guest-image' };
   return withCacheLock(`${dir}.lock`, 'guest-image: another build of this key', o, async () => {
     const again = await reuse();
     if (again) return again;
@@ -316,7 +316,7 @@ async function buildImage(opts: GuestImageSetup): Promise<DebianImage> {
     await rm(dir, { recursive: true, force: true });
     await mkdir(dir, { recursive: true });
     await writeFile(logFile, `pcow Debian guest image ${key}\n${inputs.join('\n')}\n`);
-    const c: Ctx = { ...o, logFile };
+    const c: BuildCtx = { ...o, logFile };
     const rootfs = path.join(dir, 'rootfs');
     const rootExt4 = path.join(dir, 'root.ext4');
     try {
@@ -370,7 +370,7 @@ async function buildImage(opts: GuestImageSetup): Promise<DebianImage> {
 
 /** Trim the rootfs, install keys, sshd settings, kernel modules and the PID-1 script. */
 async function configureRootfs(
-  c: Ctx,
+  c: BuildCtx,
   rootfs: string,
   kernel: ProbeKernel,
   modules: string[],

@@ -128,6 +128,9 @@ describe('the build', () => {
     expect(debSrcFrom(deb822)).toBe('Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: bookworm\nComponents: main\n\nTypes: deb-src\nURIs: http://x/security\nSuites: bookworm-security\n');
     expect(debSrcFrom('# c\ndeb http://deb.debian.org/debian bookworm main\n')).toBe('deb-src http://deb.debian.org/debian bookworm main\n');
     expect(debSrcFrom('# nothing\n')).toBeNull();
+    // a deb-src-only stanza has no deb entries to mirror
+    expect(debSrcFrom('Types: deb-src\nURIs: http://x/debian\nSuites: bookworm\n')).toBeNull();
+    expect(debSrcFrom('Types: deb deb-src\nURIs: http://x/debian\nSuites: bookworm\n')).toBe('Types: deb-src\nURIs: http://x/debian\nSuites: bookworm\n');
   });
 });
 
