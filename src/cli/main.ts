@@ -339,7 +339,7 @@ export async function main(argv: string[]): Promise<number> {
         if (positionals.length > 1) throw new UsageError(`boot takes one image, got: ${positionals.join(' ')}`);
         const log = (l: string): void => void process.stderr.write(`${l}\n`);
         const accel = await chooseAccel(values.accel as string | undefined, log);
-        const { bootSmoke } = await import('../vm/smoke.ts');
+        const { bootSmoke } = await import('./smoke.ts');
         const image = path.resolve(process.env.INIT_CWD ?? process.cwd(), positionals[0] ?? 'pcow-guest.img');
         const out = await bootSmoke({ image, size: values.size as string | undefined, accel, log });
         process.stdout.write(`${out}\n`);

@@ -1,7 +1,7 @@
 // guest-fio end to end: the real lifecycle boots the cached Debian guest (TCG here) once per
 // cell repetition over each backend (raw NVDIMM, pcow NVDIMM through the patched QEMU, qcow2
 // virtio disk), runs fio over SSH and parses the real report; a guest whose QEMU is killed with
-// SIGINT-free kill -9 mid-cell ends that cell as failed with the reason and the serial tail
+// kill -9 mid-cell ends that cell as failed with the reason and the serial tail
 // while the run goes on; SIGINT stops the CLI with no QEMU left; --resume re-runs only the
 // cells that were lost.
 import { spawn } from 'node:child_process';
@@ -118,7 +118,7 @@ workloads:
 matrix:
   axes:
     rw: [randread, randwrite, read]
-    runtime: [1s, 8s, 8s]
+    runtime: [1s, 8s, 9s]
   zip:
     - [rw, runtime]
 `,
@@ -128,22 +128,35 @@ matrix:
     const child = spawn(process.execPath, [path.join(repoRoot, 'bin', 'pcow-harness.mjs'), 'run', file, '--results', results], { stdio: ['ignore', 'pipe', 'pipe'] });
     let err = '';
     child.stdout.on('data', () => undefined);
+    let exitCode: number | null | undefined;
+    const exited = new Promise<number | null>((resolve) =>
+      child.on('exit', (c) => {
+        exitCode = c;
+        resolve(c);
+      }),
+    );
+    // One listener for the whole run (chunks arriving between two waits must not be lost).
+    const waiters = new Set<() => void>();
+    child.stderr.on('data', (d: Buffer) => {
+      err += d.toString();
+      for (const w of waiters) w();
+    });
+    // Resolves when the CLI's log shows `re`; fails at once (with the log) if the CLI ends first.
     const seen = (re: RegExp): Promise<void> =>
-      new Promise((resolve) => {
+      new Promise((resolve, reject) => {
         const check = (): void => {
           if (re.test(err)) {
-            child.stderr.off('data', onData);
+            waiters.delete(check);
             resolve();
+          } else if (exitCode !== undefined) {
+            waiters.delete(check);
+            reject(new Error(`the CLI exited (${exitCode}) before ${re}:\n${err}`));
           }
         };
-        const onData = (d: Buffer): void => {
-          err += d.toString();
-          check();
-        };
-        child.stderr.on('data', onData);
+        waiters.add(check);
+        void exited.then(check);
         check();
       });
-    const exited = new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
     // Cell 2: kill its QEMU once the measured pass is under way (the fill is done).
     await seen(/w\.rw=randwrite\.runtime=8s: filled the region/);
     await new Promise((r) => setTimeout(r, 1500));
@@ -151,7 +164,7 @@ matrix:
     expect(q, err).toHaveLength(1);
     process.kill(Number.parseInt((q[0] as string).trim(), 10), 'SIGKILL');
     // The run goes on to cell 3; interrupt it while its guest runs.
-    await seen(/w\.rw=read\.runtime=8s: guest up/);
+    await seen(/w\.rw=read\.runtime=9s: guest up/);
     child.kill('SIGINT');
     const code = await exited;
     expect(code, err).toBe(130);
@@ -161,7 +174,7 @@ matrix:
     expect((await readJson<Manifest>(path.join(runDir, 'manifest.json'))).status).toBe('interrupted');
     const before = await readJson<CellRecord[]>(path.join(runDir, 'cells.json'));
     const status = Object.fromEntries(before.map((c) => [c.id, c.status]));
-    expect(status).toEqual({ 'w.rw=randread.runtime=1s': 'ok', 'w.rw=randwrite.runtime=8s': 'failed', 'w.rw=read.runtime=8s': 'interrupted' });
+    expect(status).toEqual({ 'w.rw=randread.runtime=1s': 'ok', 'w.rw=randwrite.runtime=8s': 'failed', 'w.rw=read.runtime=9s': 'interrupted' });
     const killed = before.find((c) => c.status === 'failed')!.repetitions[0]!;
     expect(killed.reason).toMatch(/killed by SIGKILL/);
     expect(killed.reason).toMatch(/--- serial console, last \d+ lines ---/);

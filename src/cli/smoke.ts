@@ -6,9 +6,9 @@ import { nativeBins } from '../build/native.ts';
 import { ensureQemu } from '../build/qemu.ts';
 import { runChecked } from '../util/proc.ts';
 import { pcowImgCheck, pcowImgInfo } from '../workloads/pcow-img.ts';
-import { guestScript } from './guest.ts';
-import type { Accel } from './machine.ts';
-import { runGuest } from './session.ts';
+import { guestScript } from '../vm/guest.ts';
+import type { Accel } from '../vm/machine.ts';
+import { runGuest } from '../vm/session.ts';
 
 export interface BootSmokeOptions {
   image: string;
