@@ -1,6 +1,7 @@
 // tool name → workload implementation. A new workload is added to this list.
 import { fioWorkload } from './fio.ts';
 import { guestFioWorkload } from './guest-fio.ts';
+import { guestRedisWorkload } from './guest-redis.ts';
 import { pcowBenchWorkload } from './pcow-bench.ts';
 import { qemuImgBenchWorkload } from './qemu-img-bench.ts';
 import type { AnyWorkload } from './types.ts';
@@ -11,8 +12,8 @@ const workloads: readonly AnyWorkload[] = [
   qemuImgBenchWorkload,
   pcowBenchWorkload,
   guestFioWorkload,
-  // C7 (Redis AOF / Redis on PMDK in the guest) registers its workload here; it boots its guest
-  // with guest-fio.ts's startBackendGuest/stopBackendGuest and BACKEND_SHAPE (the backend axis).
+  // C7: Redis AOF / redis+pmem-AOF in the guest, over guest-fio.ts's startBackendGuest.
+  guestRedisWorkload,
 ];
 
 export function workloadTools(): string[] {
