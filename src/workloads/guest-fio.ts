@@ -42,6 +42,7 @@ import { nativeBins } from '../build/native.ts';
 import { FIO_METRICS, FioParams, fioArgs, type FioParamsT } from './fio.ts';
 import { assertNoFioJobErrors, fioSamples, parseFioJson, summarizeFio } from './fio-parse.ts';
 import type { Workload, WorkloadContext, WorkloadResult } from './types.ts';
+import { sharedOnce } from '../util/once.ts';
 
 export const GUEST_BACKENDS = ['raw', 'pcow', 'qcow2'] as const;
 export type GuestBackend = (typeof GUEST_BACKENDS)[number];
@@ -129,21 +130,17 @@ function fioPart(p: Record<string, unknown>): Record<string, unknown> {
   return Object.fromEntries(Object.entries(p).filter(([k]) => k in fioShape));
 }
 
-/** The patched QEMU, once per process (ensureQemu also runs make -C native). */
-let patched: Promise<{ binary: string; firmwareArgs: string[] }> | undefined;
+/** The patched QEMU, or PCOW_QEMU (a development build): ensureQemu once per process. */
+const patchedOnce = sharedOnce((log: (l: string) => void, signal: AbortSignal) =>
+  import('../build/qemu.ts').then(({ ensureQemu }) => ensureQemu({ log, signal })),
+);
 async function patchedQemu(log: (l: string) => void, signal: AbortSignal): Promise<{ binary: string; firmwareArgs: string[] }> {
   const own = process.env.PCOW_QEMU;
   if (own) {
     const { QEMU_FIRMWARE_DIRS } = await import('../build/qemu.ts');
     return { binary: own, firmwareArgs: QEMU_FIRMWARE_DIRS.flatMap((d) => ['-L', d]) };
   }
-  patched ??= import('../build/qemu.ts').then(({ ensureQemu }) => ensureQemu({ log, signal }));
-  try {
-    return await patched;
-  } catch (e) {
-    patched = undefined;
-    throw e;
-  }
+  return patchedOnce(log, signal);
 }
 
 /** The disk of this cell and the QMP-visible facts to keep. Pure except for file creation. */
@@ -220,7 +217,7 @@ export const BACKEND_SHAPE = GuestShape;
 
 /**
  * The hook for every guest workload: create the backend's image in ctx.dataDir, boot the Debian
- * guest over it (accelerator from the probe, the patched QEMU for pcow), upload and run
+ * guest over it (accelerator from the probe, the patched QEMU for every backend), upload and run
  * guest-fio-setup.sh (fsdax namespace; on the dax path ext4 -o dax at /mnt/pm). `onDir` gets the
  * VM directory (overlay, serial log) before the boot, for the caller's cleanup. On a failure
  * after the boot the guest is stopped before the error is thrown.
@@ -228,15 +225,17 @@ export const BACKEND_SHAPE = GuestShape;
 export async function startBackendGuest(ctx: WorkloadContext, p: BackendParams, guestPath: 'dax' | 'blk', onDir: (vmDir: string) => void): Promise<BackendGuest> {
   const { accel, why } = await guestAccel({ log: ctx.log, signal: ctx.signal });
   const { disk, image } = await createBackend(ctx, p);
-  const qemu = p.backend === 'pcow' ? await patchedQemu(ctx.log, ctx.signal) : undefined;
+  // Every backend runs the same (patched) emulator: a pcow/raw or pcow/qcow2 ratio then compares
+  // backends, not QEMU builds (it is stock QEMU 7.2 plus format=pcow).
+  const qemu = await patchedQemu(ctx.log, ctx.signal);
   // Not under dataDir: a cell id holds "=", which QEMU's -qmp unix:PATH,... syntax cannot take.
   const vmDir = await mkdtemp(path.join(tmpdir(), 'pcow-guest-fio-'));
   onDir(vmDir);
   const guest = await DebianGuest.boot({
     name: `${ctx.cellId}#${ctx.repetition}`,
     accel,
-    qemu: qemu?.binary,
-    extraArgs: qemu?.firmwareArgs,
+    qemu: qemu.binary,
+    extraArgs: qemu.firmwareArgs,
     memory: p.memory,
     smp: p.smp,
     disks: [disk],
@@ -252,7 +251,7 @@ export async function startBackendGuest(ctx: WorkloadContext, p: BackendParams, 
     const r = await guest.ssh.check(['sh', `${GUEST_DIR}/${SETUP_SCRIPT}`, device, guestPath], { timeoutMs: 120_000 });
     const setup = keyValues(r.stdout);
     if (guestPath === 'dax' && setup['queue_dax'] !== '1') throw new Error(`the guest's ${setup['blockdev']} is not a DAX device (queue/dax = ${setup['queue_dax']}; mount: ${setup['mount']})`);
-    return { guest, accel, accelWhy: why, setup, image, qemu: qemu?.binary ?? 'qemu-system-x86_64' };
+    return { guest, accel, accelWhy: why, setup, image, qemu: qemu.binary };
   } catch (e) {
     await guest.stop();
     throw e;
