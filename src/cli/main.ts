@@ -274,7 +274,7 @@ export async function main(argv: string[]): Promise<number> {
         const p = await probeHost({ skipKvm: Boolean(values['no-kvm']), install: Boolean(values.install) });
         // Guests booted later (boot, tests, runs) use this verdict without probing again.
         const { rememberAccel } = await import('../vm/accel.ts');
-        await rememberAccel(p).catch((e: unknown) => process.stderr.write(`warning: the accelerator verdict was not remembered: ${(e as Error).message}\n`));
+        await rememberAccel({ kvm: p.kvm, tcg: p.tcg, accelerator: p.accelerator, kernel: p.guestKernel }).catch((e: unknown) => process.stderr.write(`warning: the accelerator verdict was not remembered: ${(e as Error).message}\n`));
         process.stdout.write(values.json ? `${JSON.stringify(p, null, 2)}\n` : `${formatProbe(p)}\n`);
         return 0;
       }

@@ -94,6 +94,8 @@ export interface ProbeOptions {
   tcgTimeoutMs?: number;
   /** Skip the guest boots (KVM and TCG): fast, but the accelerator is then assumed to be TCG. */
   skipKvm?: boolean;
+  /** An earlier boot probe's verdict for this host boot (src/vm/accel.ts): no guest is booted. */
+  accelerator?: AcceleratorProbe;
   signal?: AbortSignal;
   /** Install what the boot and uffd probes need (as root) instead of reporting it missing. Default false. */
   install?: boolean;
@@ -230,12 +232,14 @@ export async function probeHost(opts: ProbeOptions = {}): Promise<HostProbe> {
     },
   };
   const [accel, userfaultfd, cpuinfo, cmdline, osName, thpMode, devices, dax, sysctlValues] = await Promise.all([
-    probeAccelerator({
-      kvmTimeoutMs: opts.kvmTimeoutMs ?? DEFAULT_KVM_TIMEOUT_MS,
-      tcgTimeoutMs: opts.tcgTimeoutMs,
-      skipKvm: opts.skipKvm,
-      ...setup,
-    }),
+    opts.accelerator && !opts.skipKvm
+      ? Promise.resolve(opts.accelerator)
+      : probeAccelerator({
+          kvmTimeoutMs: opts.kvmTimeoutMs ?? DEFAULT_KVM_TIMEOUT_MS,
+          tcgTimeoutMs: opts.tcgTimeoutMs,
+          skipKvm: opts.skipKvm,
+          ...setup,
+        }),
     probeUserfaultfd(setup),
     readText('/proc/cpuinfo'),
     readText('/proc/cmdline'),

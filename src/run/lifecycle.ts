@@ -12,7 +12,7 @@ import { parseDuration } from '../experiment/units.ts';
 import type { Cell } from '../experiment/cell.ts';
 import type { ExperimentConfig } from '../experiment/schema.ts';
 import { probeHost, probeTools } from '../host/probe.ts';
-import { rememberAccel } from '../vm/accel.ts';
+import { rememberAccel, rememberedProbe } from '../vm/accel.ts';
 import { setupHost, type HostSession } from '../host/setup.ts';
 import { ensureCommands, step } from '../host/install.ts';
 import { buildNative, nativeBinDir } from '../build/native.ts';
@@ -182,12 +182,18 @@ export async function runExperiment(req: RunRequest): Promise<RunOutcome> {
     const reqs = [...workloads.values()].flatMap((w) => w.requires);
     const installSteps = await ensureCommands(reqs, { signal: runAbort.signal, log: (l) => progress.log(l) });
     progress.log(`${config.name}: probing the host${needsGuest ? ' (including a KVM boot probe)' : ''}`);
+    let remembered = false;
     const [probe, harness] = await Promise.all([
       // A run installs what its probes need (as root), as it does for its workloads.
-      probeHost({ skipKvm: !needsGuest, signal: runAbort.signal, install: true, log: (l) => progress.log(l) }),
+      // A guest run records the boot probe's verdict; one remembered for this host boot (doctor,
+      // an earlier run) is used instead of booting the probe guests again.
+      (needsGuest ? rememberedProbe() : Promise.resolve(null)).then((accelerator) => {
+        remembered = accelerator !== null;
+        return probeHost({ skipKvm: !needsGuest, accelerator: accelerator ?? undefined, signal: runAbort.signal, install: true, log: (l) => progress.log(l) });
+      }),
       harnessInfo(),
     ]);
-    if (needsGuest) await rememberAccel(probe).catch((e: unknown) => progress.log(`warning: the accelerator verdict was not remembered: ${(e as Error).message}`));
+    if (needsGuest && !remembered) await rememberAccel({ kvm: probe.kvm, tcg: probe.tcg, accelerator: probe.accelerator, kernel: probe.guestKernel }).catch((e: unknown) => progress.log(`warning: the accelerator verdict was not remembered: ${(e as Error).message}`));
     const manifestBase = {
       schema: 1 as const,
       command: req.command ?? ['run', req.file],

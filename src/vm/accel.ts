@@ -19,6 +19,8 @@ interface Verdict {
   kvm: string;
   detail: string;
   probedAt: string;
+  /** The whole probe, for runs that record it instead of booting the probe guests again. */
+  probe?: AcceleratorProbe;
 }
 
 const BOOT_ID = '/proc/sys/kernel/random/boot_id';
@@ -53,14 +55,27 @@ async function readVerdict(): Promise<Verdict | null> {
  * Remember a probe's verdict for this host boot. A probe that did not boot under KVM although
  * /dev/kvm is usable (skipped, or could not run) says nothing and is not stored.
  */
-export async function rememberAccel(probe: Pick<AcceleratorProbe, 'kvm' | 'accelerator'>): Promise<void> {
+export async function rememberAccel(probe: Pick<AcceleratorProbe, 'kvm' | 'accelerator'> & Partial<Pick<AcceleratorProbe, 'tcg' | 'kernel'>>): Promise<void> {
   const k = probe.kvm;
   if (k.devicePresent && k.accessible && k.working === null) return;
-  const v: Verdict = { bootId: await bootId(), accelerator: probe.accelerator, kvm: k.verdict, detail: k.detail, probedAt: new Date().toISOString() };
+  const whole = probe.tcg !== undefined && probe.kernel !== undefined ? { kvm: k, tcg: probe.tcg, accelerator: probe.accelerator, kernel: probe.kernel } : undefined;
+  const v: Verdict = { bootId: await bootId(), accelerator: probe.accelerator, kvm: k.verdict, detail: k.detail, probedAt: new Date().toISOString(), probe: whole };
   const file = verdictFile();
   const tmp = `${file}.${process.pid}.tmp`;
   await writeFile(tmp, `${JSON.stringify(v, null, 2)}\n`);
   await rename(tmp, file);
+}
+
+/**
+ * This host boot's remembered probe (the whole of it), for a run that records the accelerator
+ * without booting the probe guests again (~30 s when KVM hangs); null when there is none. The
+ * details say it was remembered and when it was probed.
+ */
+export async function rememberedProbe(): Promise<AcceleratorProbe | null> {
+  const v = await readVerdict();
+  if (!v?.probe || v.bootId !== (await bootId())) return null;
+  const note = ` (remembered: probed ${v.probedAt}, this host boot)`;
+  return { ...v.probe, kvm: { ...v.probe.kvm, detail: v.probe.kvm.detail + note }, tcg: { ...v.probe.tcg, detail: v.probe.tcg.detail + note } };
 }
 
 /**

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { AcceleratorProbe, KvmStatus } from '../../src/host/kvm.ts';
-import { accelFromEnv, guestAccel, rememberAccel } from '../../src/vm/accel.ts';
+import { accelFromEnv, guestAccel, rememberAccel, rememberedProbe } from '../../src/vm/accel.ts';
 
 let dir = '';
 const saved = { cache: process.env.PCOW_CACHE, accel: process.env.PCOW_VM_ACCEL };
@@ -78,5 +78,21 @@ describe('guestAccel', () => {
     await expect(readFile(join(dir, 'probe', 'accelerator.json'), 'utf8')).rejects.toThrow(/ENOENT/);
     await rememberAccel({ kvm: kvm(false, { devicePresent: false, accessible: false, verdict: 'absent → TCG' }), accelerator: 'tcg' });
     await expect(guestAccel({ probe: fakeProbe(kvm(true), { n: 0 }) })).resolves.toMatchObject({ accel: 'tcg' });
+  });
+
+  it('a run records a remembered whole probe of this host boot instead of booting the probe guests again', async () => {
+    await expect(rememberedProbe()).resolves.toBeNull();
+    // Only the verdict (as a test-injected probe stores it): nothing whole to record.
+    await rememberAccel({ kvm: kvm(false), accelerator: 'tcg' });
+    await expect(rememberedProbe()).resolves.toBeNull();
+    const kernel = { package: 'linux-image-6.1.0-57-amd64', version: '6.1.158-1', release: '6.1.0-57-amd64' };
+    await rememberAccel({ kvm: kvm(false), tcg: { working: true, detail: 'marker in 6.0 s', probeMs: 6000 }, accelerator: 'tcg', kernel });
+    const p = await rememberedProbe();
+    expect(p).toMatchObject({ accelerator: 'tcg', kernel, kvm: { working: false, verdict: 'present, not working → TCG' }, tcg: { working: true } });
+    expect(p!.kvm.detail).toMatch(/^seen \(remembered: probed \d{4}-.*, this host boot\)$/);
+    const file = join(dir, 'probe', 'accelerator.json');
+    const v = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+    await writeFile(file, JSON.stringify({ ...v, bootId: 'another-boot' }));
+    await expect(rememberedProbe()).resolves.toBeNull();
   });
 });
