@@ -264,6 +264,11 @@ export async function main(argv: string[]): Promise<number> {
         const { writeReport } = await import('../report/index.ts');
         await writeSamplesCsv(abs);
         const r = await writeReport(abs);
+        if (r.claims.length) {
+          const { claimsMarkdown } = await import('../report/claims.ts');
+          process.stdout.write(claimsMarkdown(r.claims));
+        }
+        if (r.claimsProblem) process.stderr.write(`warning: ${r.claimsProblem}\n`);
         process.stdout.write(`report: ${r.index}\n`);
         return 0;
       }

@@ -4,6 +4,7 @@ import type { CellRecord, Manifest, SampleRow } from '../results/types.ts';
 import type { ExperimentConfig } from '../experiment/schema.ts';
 import type { MetricInfo } from '../workloads/types.ts';
 import { summarize, type Summary } from './stats.ts';
+import { describeExpect, formatOurs, type ClaimResult } from './claims.ts';
 
 const ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
 
@@ -49,6 +50,10 @@ export interface ReportModel {
   cellDirs: Set<string>;
   warnings: string[];
   generatedAt: string;
+  /** The paper's and host claims checked on this run (experiments/claims/claims.yaml); absent or empty: no section. */
+  claims?: ClaimResult[];
+  /** Why the claims could not be checked (an unreadable claims file), shown in their place. */
+  claimsProblem?: string;
 }
 
 const nf4 = new Intl.NumberFormat('en-US', { maximumSignificantDigits: 4 });
@@ -251,6 +256,20 @@ function cellsSection(model: ReportModel): string {
   return `<section id="cells"><h2>Cells (${cells.length})</h2><p class="dim">Each metric: mean over the repetitions ± half-width of its 95% confidence interval (Student's t); hover for n, median, range, sd and CV.</p><div class="scroll"><table class="grid cells" id="cell-table"><thead><tr>${head}</tr></thead><tbody>${body}</tbody></table></div></section>`;
 }
 
+function claimsSection(model: ReportModel): string {
+  const results = model.claims ?? [];
+  if (model.claimsProblem) return `<section id="claims"><h2>Claims</h2><p class="bad">${escapeHtml(model.claimsProblem)}</p></section>`;
+  if (results.length === 0) return '';
+  const st = (s: string): string => `<span class="badge claim-${escapeHtml(s.replace(' ', '-'))}">${escapeHtml(s)}</span>`;
+  const body = results
+    .map((r) => {
+      const c = r.claim;
+      return `<tr data-claim="${escapeHtml(c.id)}"><td><code>${escapeHtml(c.id)}</code><div class="dim">${escapeHtml(c.claim)}</div></td><td class="num">${escapeHtml(c.paperValue.text)}</td><td class="num">${escapeHtml(describeExpect(c))}</td><td class="num ours">${escapeHtml(formatOurs(r))}</td><td>${escapeHtml(r.accelerator.toUpperCase())}</td><td>${escapeHtml(r.pm === 'fsdax' ? 'fs-dax' : r.pm)}</td><td>${st(r.status)}</td><td class="reason">${escapeHtml(r.reason ?? '')}</td></tr>`;
+    })
+    .join('');
+  return `<section id="claims"><h2>Claims (${results.length})</h2><p class="dim">Reported (the paper) next to reproduced (this run): ours is a ratio or difference of means with a seeded bootstrap 95% interval; the status is the point estimate's against the expected relation.</p><div class="scroll"><table class="grid" id="claims-table"><thead><tr><th>claim</th><th>paper</th><th>expected</th><th>ours (95% CI)</th><th>accelerator</th><th>PM</th><th>status</th><th>reason</th></tr></thead><tbody>${body}</tbody></table></div></section>`;
+}
+
 const CSS = `
 :root { color-scheme: light; --fg: #1d232b; --dim: #667080; --line: #dde2e8; --bg: #fff; --soft: #f5f7fa; --bad: #b42318; --warn: #9a6700; --ok: #1a7f37; }
 * { box-sizing: border-box; }
@@ -301,6 +320,7 @@ ul.files { columns: 3 220px; padding-left: 18px; }
 details { margin: 10px 0; }
 summary { cursor: pointer; color: #3a4450; }
 footer { color: var(--dim); font-size: 12px; padding: 24px; }
+.claim-held { color: var(--ok); } .claim-not-held { color: var(--bad); } .claim-not-run, .claim-not-checkable { color: var(--warn); }
 `;
 
 export function renderIndexHtml(model: ReportModel): string {
@@ -333,10 +353,11 @@ export function renderIndexHtml(model: ReportModel): string {
 <h1>${escapeHtml(config.name)} ${statusBadge(m.status)}</h1>
 ${config.description ? `<p class="desc">${escapeHtml(config.description)}</p>` : ''}
 <p class="dim">run ${code(m.runId)} · ${escapeHtml(m.startedAt)} · ${escapeHtml(m.accelerator.toUpperCase())} · PM ${escapeHtml(m.pm.kind)}</p>
-<nav><a href="#run">Run</a><a href="#figures">Figures (${model.figures.length})</a><a href="#cells">Cells (${model.cells.length})</a><a href="#files">Files</a></nav>
+<nav>${(model.claims?.length ?? 0) > 0 || model.claimsProblem ? '<a href="#claims">Claims</a>' : ''}<a href="#run">Run</a><a href="#figures">Figures (${model.figures.length})</a><a href="#cells">Cells (${model.cells.length})</a><a href="#files">Files</a></nav>
 ${warnings}
 </header>
 <main>
+${claimsSection(model)}
 ${manifestSection(m, config)}
 <section id="figures"><h2>Figures</h2><p class="dim">Bars, lines or points are means over repetitions; error bars are 95% confidence intervals of the mean (Student's t).</p>${figures}</section>
 ${cellsSection(model)}

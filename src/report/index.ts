@@ -10,6 +10,7 @@ import type { MetricInfo } from '../workloads/types.ts';
 import { figureData, figureSpec, FigureError, hasFigureAxes, matchesWhere, specToSvg, svgToPng, type AxisOrder } from './charts.ts';
 import { renderIndexHtml, type FigureView } from './html.ts';
 import { readRun } from './read.ts';
+import { evaluateClaims, loadClaims, type ClaimResult } from './claims.ts';
 
 export { summarize, groupSamples, tCritical95 } from './stats.ts';
 export { figureSpec, renderFigure, figureData } from './charts.ts';
@@ -22,6 +23,8 @@ export interface ReportOptions {
   metricInfo?: (tool: string, metric: string) => MetricInfo | undefined;
   /** Progress lines (one per figure). */
   log?: (line: string) => void;
+  /** The claims file checked against the run; default experiments/claims/claims.yaml. */
+  claimsFile?: string;
 }
 
 export interface ReportResult {
@@ -31,6 +34,10 @@ export interface ReportResult {
   figures: { id: string; svg: string; png: string; spec: string }[];
   /** Figures that could not be drawn in full, and why (also shown on the page). */
   problems: { figure: string; message: string }[];
+  /** The claims whose experiment is this run's, checked (empty when none applies). */
+  claims: ClaimResult[];
+  /** Why no claim was checked (an unreadable claims file). */
+  claimsProblem?: string;
 }
 
 function defaultMetricInfo(tool: string, metric: string): MetricInfo | undefined {
@@ -140,7 +147,13 @@ export async function writeReport(runDir: string, opts: ReportOptions = {}): Pro
   if (!axisOrder.workload) axisOrder.workload = Object.keys(run.config.workloads);
 
   const views: FigureView[] = [];
-  const result: ReportResult = { index: path.join(outDir, 'index.html'), figures: [], problems: [] };
+  const result: ReportResult = { index: path.join(outDir, 'index.html'), figures: [], problems: [], claims: [] };
+  // A bad claims file costs the claims table, never the rest of the page.
+  try {
+    result.claims = evaluateClaims(loadClaims(opts.claimsFile), run);
+  } catch (e) {
+    result.claimsProblem = `claims not checked: ${(e as Error).message}`;
+  }
   for (const fig of run.config.figures) {
     let view: FigureView;
     try {
@@ -171,6 +184,8 @@ export async function writeReport(runDir: string, opts: ReportOptions = {}): Pro
     cellDirs: cellDirs(run.dir),
     warnings: run.warnings,
     generatedAt: new Date().toISOString(),
+    claims: result.claims,
+    ...(result.claimsProblem ? { claimsProblem: result.claimsProblem } : {}),
   });
   await writeFile(result.index, html);
   return result;

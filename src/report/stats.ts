@@ -251,20 +251,7 @@ export function bootstrapChange(
   const a = summarize(before);
   const b = summarize(after);
   if (a.mean === 0) throw new Error('bootstrapChange: the mean before is 0 (no relative change exists)');
-  const rand = seededRandom(seed);
-  const resampledMean = (xs: readonly number[]): number => {
-    let s = 0;
-    for (let i = 0; i < xs.length; i++) s += xs[Math.floor(rand() * xs.length)] as number;
-    return s / xs.length;
-  };
-  const changes: number[] = [];
-  for (let i = 0; i < iterations; i++) {
-    const ma = resampledMean(before);
-    const mb = resampledMean(after);
-    // A resample of a group holding a 0 can have mean 0: no ratio, skip it (counted out of the interval).
-    if (ma !== 0) changes.push(100 * (mb / ma - 1));
-  }
-  changes.sort((x, y) => x - y);
+  const changes = bootstrapMeans(before, after, iterations, seed, (ma, mb) => (ma !== 0 ? 100 * (mb / ma - 1) : undefined));
   return {
     changePct: 100 * (b.mean / a.mean - 1),
     ciLowPct: quantile(changes, 0.025),
@@ -272,4 +259,56 @@ export function bootstrapChange(
     iterations,
     seed,
   };
+}
+
+/**
+ * The statistic `stat(mean(a*), mean(b*))` over `iterations` independent resamples with replacement
+ * of `a` and `b` from a seeded stream, sorted; resamples where `stat` returns undefined (no ratio
+ * exists) are left out. The one resampling loop of bootstrapChange and bootstrapDifference.
+ */
+function bootstrapMeans(
+  a: readonly number[],
+  b: readonly number[],
+  iterations: number,
+  seed: number,
+  stat: (ma: number, mb: number) => number | undefined,
+): number[] {
+  const rand = seededRandom(seed);
+  const resampledMean = (xs: readonly number[]): number => {
+    let s = 0;
+    for (let i = 0; i < xs.length; i++) s += xs[Math.floor(rand() * xs.length)] as number;
+    return s / xs.length;
+  };
+  const out: number[] = [];
+  for (let i = 0; i < iterations; i++) {
+    const ma = resampledMean(a);
+    const mb = resampledMean(b);
+    const v = stat(ma, mb);
+    if (v !== undefined) out.push(v);
+  }
+  return out.sort((x, y) => x - y);
+}
+
+export interface DifferenceEstimate {
+  /** mean(a) - mean(b). */
+  difference: number;
+  /** Percentile-bootstrap 95% interval of the difference. */
+  ciLow: number;
+  ciHigh: number;
+  iterations: number;
+  seed: number;
+}
+
+/** mean(a) - mean(b) with a seeded percentile-bootstrap 95% interval (as bootstrapChange, in units). */
+export function bootstrapDifference(
+  a: readonly number[],
+  b: readonly number[],
+  opts: { iterations?: number; seed?: number } = {},
+): DifferenceEstimate {
+  const iterations = opts.iterations ?? 10_000;
+  const seed = opts.seed ?? 1;
+  const sa = summarize(a);
+  const sb = summarize(b);
+  const diffs = bootstrapMeans(a, b, iterations, seed, (ma, mb) => ma - mb);
+  return { difference: sa.mean - sb.mean, ciLow: quantile(diffs, 0.025), ciHigh: quantile(diffs, 0.975), iterations, seed };
 }

@@ -124,3 +124,19 @@ describe('groupSamples', () => {
     expect(() => groupSamples(rows, ['rw'])).toThrow(/sample 0 \(cell a, metric iops\) has no axis or field "rw"/);
   });
 });
+
+describe('bootstrapDifference', () => {
+  it('gives mean(a) - mean(b) with a seeded interval around it, zero-width for constant groups', async () => {
+    const { bootstrapDifference } = await import('../../src/report/stats.ts');
+    const a = [70, 72, 68, 71];
+    const b = [25, 24, 27, 26];
+    const d = bootstrapDifference(a, b, { seed: 7 });
+    expect(d.difference).toBeCloseTo(70.25 - 25.5, 12);
+    expect(d.ciLow).toBeLessThan(d.difference);
+    expect(d.ciHigh).toBeGreaterThan(d.difference);
+    expect(d.ciLow).toBeGreaterThan(40);
+    expect(bootstrapDifference(a, b, { seed: 7 })).toEqual(d);
+    const c = bootstrapDifference([5, 5], [2, 2]);
+    expect([c.difference, c.ciLow, c.ciHigh]).toEqual([3, 3, 3]);
+  });
+});
