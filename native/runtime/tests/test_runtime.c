@@ -1097,8 +1097,11 @@ static void t_congruent(void)
         /* a miss (the pool outrun, e.g. under ASan or in a TCG guest on fs-dax, where a refill
          * also writes zeros) is placed congruent but splits runs: up to 3 when a batch claimed
          * before it was still being allocated (the miss lands after that batch, which then
-         * serves the next clusters, and the batch after it lands after the miss) */
-        expect_congruent(nm, C, (k ? 4 : 2) + 3 * st.pool_misses, k ? 0 : 100);
+         * serves the next clusters, and the batch after it lands after the miss), one more when
+         * a second batch was claimed before the first was allocated (seen in a loaded CI run:
+         * 9 runs) */
+        printf("     %s: %" PRIu64 " pool misses\n", nm, st.pool_misses);
+        expect_congruent(nm, C, (k ? 4 : 2) + 4 * st.pool_misses, k ? 0 : 100);
         check_image_clean(nm);
     }
 }
