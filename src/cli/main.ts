@@ -38,6 +38,10 @@ usage:
       Run the cells N times back to back (default 5) and store this host's noise floor per cell and
       metric (95th percentile of |change| between two A/A runs) in
       ~/.cache/pcow/calibration/<host>/<experiment>.json (or --out), where compare finds it.
+  pcow-harness claims RUN_DIR... [--out FILE] [--claims FILE]
+      One page (default results/claims.html) with every claim of experiments/claims/claims.yaml,
+      each checked on the newest given run of its experiment (e.g. the eight ci runs); also printed
+      as markdown. A claim whose experiment is not among the runs is "not run".
   pcow-harness doctor [--json] [--no-kvm] [--install]
       Probe this host: kernel, CPU flags, KVM (boots a tiny guest to see whether it works), userfaultfd,
       pmem/DAX, sysctls and tool versions. It installs nothing unless --install (as root: the packages the
@@ -270,6 +274,22 @@ export async function main(argv: string[]): Promise<number> {
         }
         if (r.claimsProblem) process.stderr.write(`warning: ${r.claimsProblem}\n`);
         process.stdout.write(`report: ${r.index}\n`);
+        return 0;
+      }
+      case 'claims': {
+        const { values, positionals } = parse(rest, { out: { type: 'string' }, claims: { type: 'string' } });
+        if (positionals.length === 0) throw new UsageError('claims takes one or more run directories');
+        const cwd = process.env.INIT_CWD ?? process.cwd();
+        const dirs = positionals.map((d) => path.resolve(cwd, d));
+        for (const [i, d] of dirs.entries()) {
+          if (!existsSync(path.join(d, 'manifest.json'))) throw new ConfigError(`${positionals[i]}: not a run directory (no manifest.json)`);
+        }
+        const out = path.resolve(cwd, (values.out as string | undefined) ?? 'results/claims.html');
+        const { writeClaimsPage } = await import('../report/index.ts');
+        const { claimsMarkdown } = await import('../report/claims.ts');
+        const results = await writeClaimsPage(dirs, out, { claimsFile: values.claims as string | undefined });
+        process.stdout.write(claimsMarkdown(results));
+        process.stdout.write(`claims: ${out}\n`);
         return 0;
       }
       case 'doctor': {

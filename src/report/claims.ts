@@ -183,6 +183,30 @@ export function evaluateClaim(claim: ClaimConfig, run: RunForClaims): ClaimResul
   return { ...base, ours, status: held ? 'held' : 'not held', ...(straddles ? { reason: 'the 95% interval crosses the bound' } : {}) };
 }
 
+export interface ClaimAcrossRuns extends ClaimResult {
+  /** The run directory the claim was checked on (the newest run of its experiment); null: none. */
+  runDir: string | null;
+  runId: string | null;
+}
+
+/**
+ * Every claim, each checked on the newest of `runs` that ran its experiment (one page for a set
+ * of runs, e.g. the eight ci experiments); a claim whose experiment is not among them is "not
+ * run", naming the experiment.
+ */
+export function evaluateAcrossRuns(claims: readonly ClaimConfig[], runs: readonly { dir: string; run: RunForClaims }[]): ClaimAcrossRuns[] {
+  return claims.map((claim) => {
+    const mine = runs
+      .filter((r) => r.run.manifest.experiment.name === claim.experiment)
+      .sort((a, b) => (a.run.manifest.startedAt < b.run.manifest.startedAt ? 1 : -1));
+    const newest = mine[0];
+    if (!newest) {
+      return { claim, status: 'not run' as const, accelerator: '—', pm: '—', reason: `no run of experiment ${claim.experiment} among the runs given`, runDir: null, runId: null };
+    }
+    return { ...evaluateClaim(claim, newest.run), runDir: newest.dir, runId: newest.run.manifest.runId };
+  });
+}
+
 function fmt(v: number): string {
   const a = Math.abs(v);
   return a !== 0 && (a < 0.01 || a >= 1e6) ? v.toExponential(2) : String(Number(v.toPrecision(3)));
@@ -196,14 +220,16 @@ export function formatOurs(r: ClaimResult): string {
   return `${fmt(r.ours.value)}${u}${ci}`;
 }
 
-/** The claims table as markdown, for stdout and CI logs. */
-export function claimsMarkdown(results: readonly ClaimResult[]): string {
+/** The claims table as markdown, for stdout and CI logs (with a run column across runs). */
+export function claimsMarkdown(results: readonly (ClaimResult & { runId?: string | null })[]): string {
   const esc = (s: string): string => s.replace(/\|/g, '\\|');
+  const across = results.some((r) => r.runId !== undefined);
   const lines = [
-    '| claim | paper | expected | ours (95% CI) | accelerator | PM | status | reason |',
-    '|---|---|---|---|---|---|---|---|',
-    ...results.map((r) =>
-      `| ${esc(`${r.claim.id}: ${r.claim.claim}`)} | ${esc(r.claim.paperValue.text)} | ${esc(describeExpect(r.claim))} | ${esc(formatOurs(r))} | ${r.accelerator} | ${r.pm} | ${r.status} | ${esc(r.reason ?? '')} |`,
+    `| claim | paper | expected | ours (95% CI) | accelerator | PM | status | reason |${across ? ' run |' : ''}`,
+    `|---|---|---|---|---|---|---|---|${across ? '---|' : ''}`,
+    ...results.map(
+      (r) =>
+        `| ${esc(`${r.claim.id}: ${r.claim.claim}`)} | ${esc(r.claim.paperValue.text)} | ${esc(describeExpect(r.claim))} | ${esc(formatOurs(r))} | ${r.accelerator} | ${r.pm} | ${r.status} | ${esc(r.reason ?? '')} |${across ? ` ${r.runId ?? '—'} |` : ''}`,
     ),
   ];
   return `${lines.join('\n')}\n`;

@@ -4,7 +4,7 @@ import type { CellRecord, Manifest, SampleRow } from '../results/types.ts';
 import type { ExperimentConfig } from '../experiment/schema.ts';
 import type { MetricInfo } from '../workloads/types.ts';
 import { summarize, type Summary } from './stats.ts';
-import { describeExpect, formatOurs, type ClaimResult } from './claims.ts';
+import { describeExpect, formatOurs, type ClaimAcrossRuns, type ClaimResult } from './claims.ts';
 
 const ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
 
@@ -256,18 +256,57 @@ function cellsSection(model: ReportModel): string {
   return `<section id="cells"><h2>Cells (${cells.length})</h2><p class="dim">Each metric: mean over the repetitions ± half-width of its 95% confidence interval (Student's t); hover for n, median, range, sd and CV.</p><div class="scroll"><table class="grid cells" id="cell-table"><thead><tr>${head}</tr></thead><tbody>${body}</tbody></table></div></section>`;
 }
 
-function claimsSection(model: ReportModel): string {
-  const results = model.claims ?? [];
-  if (model.claimsProblem) return `<section id="claims"><h2>Claims</h2><p class="bad">${escapeHtml(model.claimsProblem)}</p></section>`;
-  if (results.length === 0) return '';
+/** The claims table; with runs (the page across runs) a column names the run each was checked on. */
+function claimsTable(results: readonly (ClaimResult & { runId?: string | null })[]): string {
+  const across = results.some((r) => r.runId !== undefined);
   const st = (s: string): string => `<span class="badge claim-${escapeHtml(s.replace(' ', '-'))}">${escapeHtml(s)}</span>`;
   const body = results
     .map((r) => {
       const c = r.claim;
-      return `<tr data-claim="${escapeHtml(c.id)}"><td><code>${escapeHtml(c.id)}</code><div class="dim">${escapeHtml(c.claim)}</div></td><td class="num">${escapeHtml(c.paperValue.text)}</td><td class="num">${escapeHtml(describeExpect(c))}</td><td class="num ours">${escapeHtml(formatOurs(r))}</td><td>${escapeHtml(r.accelerator.toUpperCase())}</td><td>${escapeHtml(r.pm === 'fsdax' ? 'fs-dax' : r.pm)}</td><td>${st(r.status)}</td><td class="reason">${escapeHtml(r.reason ?? '')}</td></tr>`;
+      const run = across ? `<td>${r.runId ? code(r.runId) : '—'}</td>` : '';
+      return `<tr data-claim="${escapeHtml(c.id)}"><td><code>${escapeHtml(c.id)}</code><div class="dim">${escapeHtml(c.claim)}</div></td><td class="num">${escapeHtml(c.paperValue.text)}</td><td class="num">${escapeHtml(describeExpect(c))}</td><td class="num ours">${escapeHtml(formatOurs(r))}</td><td>${escapeHtml(r.accelerator.toUpperCase())}</td><td>${escapeHtml(r.pm === 'fsdax' ? 'fs-dax' : r.pm)}</td><td>${st(r.status)}</td><td class="reason">${escapeHtml(r.reason ?? '')}</td>${run}</tr>`;
     })
     .join('');
-  return `<section id="claims"><h2>Claims (${results.length})</h2><p class="dim">Reported (the paper) next to reproduced (this run): ours is a ratio or difference of means with a seeded bootstrap 95% interval; the status is the point estimate's against the expected relation.</p><div class="scroll"><table class="grid" id="claims-table"><thead><tr><th>claim</th><th>paper</th><th>expected</th><th>ours (95% CI)</th><th>accelerator</th><th>PM</th><th>status</th><th>reason</th></tr></thead><tbody>${body}</tbody></table></div></section>`;
+  return `<div class="scroll"><table class="grid" id="claims-table"><thead><tr><th>claim</th><th>paper</th><th>expected</th><th>ours (95% CI)</th><th>accelerator</th><th>PM</th><th>status</th><th>reason</th>${across ? '<th>run</th>' : ''}</tr></thead><tbody>${body}</tbody></table></div>`;
+}
+
+const CLAIMS_NOTE =
+  'Reported (the paper) next to reproduced: ours is a ratio or difference of means with a seeded bootstrap 95% interval; the status is the point estimate\'s against the expected relation.';
+
+function claimsSection(model: ReportModel): string {
+  const results = model.claims ?? [];
+  if (model.claimsProblem) return `<section id="claims"><h2>Claims</h2><p class="bad">${escapeHtml(model.claimsProblem)}</p></section>`;
+  if (results.length === 0) return '';
+  return `<section id="claims"><h2>Claims (${results.length})</h2><p class="dim">${escapeHtml(CLAIMS_NOTE)} (This run.)</p>${claimsTable(results)}</section>`;
+}
+
+/** One page with every claim, each checked on the newest given run of its experiment. */
+export function claimsPageHtml(results: readonly ClaimAcrossRuns[], runs: readonly { dir: string; runId: string; experiment: string }[]): string {
+  const counts = new Map<string, number>();
+  for (const r of results) counts.set(r.status, (counts.get(r.status) ?? 0) + 1);
+  const summary = [...counts].map(([s, n]) => `${n} ${s}`).join(' · ');
+  const list = runs.map((r) => `<li>${code(r.runId)} ${escapeHtml(r.experiment)} <span class="dim">${escapeHtml(r.dir)}</span></li>`).join('');
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
+<title>pcow: the paper's claims</title>
+<style>${CSS}</style>
+</head>
+<body>
+<header>
+<h1>The paper's claims</h1>
+<p class="dim">${escapeHtml(summary)}</p>
+</header>
+<main>
+<section id="claims"><h2>Claims (${results.length})</h2><p class="dim">${escapeHtml(CLAIMS_NOTE)}</p>${claimsTable(results)}</section>
+<section id="runs"><h2>Runs (${runs.length})</h2><ul class="files">${list}</ul></section>
+</main>
+</body>
+</html>
+`;
 }
 
 const CSS = `

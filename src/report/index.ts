@@ -8,9 +8,9 @@ import type { CellRecord } from '../results/types.ts';
 import { getWorkload } from '../workloads/registry.ts';
 import type { MetricInfo } from '../workloads/types.ts';
 import { figureData, figureSpec, FigureError, hasFigureAxes, matchesWhere, specToSvg, svgToPng, type AxisOrder } from './charts.ts';
-import { renderIndexHtml, type FigureView } from './html.ts';
+import { claimsPageHtml, renderIndexHtml, type FigureView } from './html.ts';
 import { readRun } from './read.ts';
-import { evaluateClaims, loadClaims, type ClaimResult } from './claims.ts';
+import { evaluateAcrossRuns, evaluateClaims, loadClaims, type ClaimAcrossRuns, type ClaimResult } from './claims.ts';
 
 export { summarize, groupSamples, tCritical95 } from './stats.ts';
 export { figureSpec, renderFigure, figureData } from './charts.ts';
@@ -189,4 +189,17 @@ export async function writeReport(runDir: string, opts: ReportOptions = {}): Pro
   });
   await writeFile(result.index, html);
   return result;
+}
+
+/**
+ * One page with every claim of the claims file, each checked on the newest of `runDirs` that ran
+ * its experiment (e.g. the runs of the eight ci experiments), written to `outFile`.
+ */
+export async function writeClaimsPage(runDirs: readonly string[], outFile: string, opts: { claimsFile?: string } = {}): Promise<ClaimAcrossRuns[]> {
+  const runs = runDirs.map((dir) => ({ dir, run: readRun(dir) }));
+  const results = evaluateAcrossRuns(loadClaims(opts.claimsFile), runs);
+  const listed = runs.map((r) => ({ dir: r.dir, runId: r.run.manifest.runId, experiment: r.run.manifest.experiment.name }));
+  await mkdir(path.dirname(outFile), { recursive: true });
+  await writeFile(outFile, claimsPageHtml(results, listed));
+  return results;
 }
