@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { AxisValue } from '../experiment/schema.ts';
 import type { AxisScalar } from '../experiment/schema.ts';
 import type { CellRecord, Manifest, SampleRow } from '../results/types.ts';
+import type { TopLevelSpec } from 'vega-lite';
 import { matchesWhere } from './charts.ts';
 import { bootstrapChange, bootstrapDifference, seedFrom, summarize } from './stats.ts';
 
@@ -233,4 +234,59 @@ export function claimsMarkdown(results: readonly (ClaimResult & { runId?: string
     ),
   ];
   return `${lines.join('\n')}\n`;
+}
+
+/** One point of the reproduced-vs-reported chart: ours over the paper's value (1 = the paper). */
+export interface ClaimChartPoint {
+  claim: string;
+  relative: number;
+  low: number | null;
+  high: number | null;
+  status: ClaimStatus;
+}
+
+/** Ours relative to the paper's value, for every claim that has both (and can be drawn on a log axis). */
+export function claimChartPoints(results: readonly ClaimResult[]): ClaimChartPoint[] {
+  const pts: ClaimChartPoint[] = [];
+  for (const r of results) {
+    const paper = r.claim.paperValue.value;
+    if (!r.ours || paper === 0) continue;
+    const rel = r.ours.value / paper;
+    if (!(rel > 0) || !Number.isFinite(rel)) continue;
+    const lo = r.ours.ciLow === null ? null : r.ours.ciLow / paper;
+    const hi = r.ours.ciHigh === null ? null : r.ours.ciHigh / paper;
+    const ok = lo !== null && hi !== null && lo > 0 && hi > 0;
+    pts.push({ claim: r.claim.id, relative: rel, low: ok ? lo : null, high: ok ? hi : null, status: r.status });
+  }
+  return pts;
+}
+
+/**
+ * Reproduced next to reported: per claim, ours divided by the paper's value with its 95% interval,
+ * against a rule at 1 (the paper). Null when no claim has a value to draw.
+ */
+export function claimsChartSpec(results: readonly ClaimResult[]): TopLevelSpec | null {
+  const values = claimChartPoints(results);
+  if (values.length === 0) return null;
+  const y = { field: 'claim', type: 'nominal', title: null, sort: null };
+  const x = { type: 'quantitative', scale: { type: 'log' }, title: "ours / the paper's value (1 = as reported; 95% interval)" };
+  return {
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    title: 'Reproduced next to reported',
+    width: 420,
+    data: { values },
+    layer: [
+      { data: { values: [{ one: 1 }] }, mark: { type: 'rule', strokeDash: [4, 3], color: '#667080' }, encoding: { x: { field: 'one', ...x } } },
+      { transform: [{ filter: 'datum.low !== null' }], mark: { type: 'rule' }, encoding: { y, x: { field: 'low', ...x }, x2: { field: 'high' } } },
+      {
+        mark: { type: 'point', filled: true, size: 70 },
+        encoding: {
+          y,
+          x: { field: 'relative', ...x },
+          color: { field: 'status', type: 'nominal', scale: { domain: ['held', 'not held', 'not checkable', 'not run'], range: ['#1a7f37', '#b42318', '#9a6700', '#667080'] } },
+          tooltip: [{ field: 'claim' }, { field: 'relative', format: '.3g' }, { field: 'status' }],
+        },
+      },
+    ],
+  } as TopLevelSpec; // built from typed pieces; vega-lite's union is too deep for inference
 }

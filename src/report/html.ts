@@ -54,6 +54,8 @@ export interface ReportModel {
   claims?: ClaimResult[];
   /** Why the claims could not be checked (an unreadable claims file), shown in their place. */
   claimsProblem?: string;
+  /** The reproduced-vs-reported chart (SVG), when a claim has a value to draw. */
+  claimsChart?: string;
 }
 
 const nf4 = new Intl.NumberFormat('en-US', { maximumSignificantDigits: 4 });
@@ -270,6 +272,12 @@ function claimsTable(results: readonly (ClaimResult & { runId?: string | null })
   return `<div class="scroll"><table class="grid" id="claims-table"><thead><tr><th>claim</th><th>paper</th><th>expected</th><th>ours (95% CI)</th><th>accelerator</th><th>PM</th><th>status</th><th>reason</th>${across ? '<th>run</th>' : ''}</tr></thead><tbody>${body}</tbody></table></div>`;
 }
 
+/** The reproduced-vs-reported chart as an image (its SVG inline as a data: URL). */
+function claimsChartImg(svg: string | undefined): string {
+  if (!svg) return '';
+  return `<img class="chart" id="claims-chart" alt="Reproduced next to reported: ours over the paper's value per claim" src="data:image/svg+xml;base64,${Buffer.from(svg, 'utf8').toString('base64')}">`;
+}
+
 const CLAIMS_NOTE =
   'Reported (the paper) next to reproduced: ours is a ratio or difference of means with a seeded bootstrap 95% interval; the status is the point estimate\'s against the expected relation.';
 
@@ -277,11 +285,11 @@ function claimsSection(model: ReportModel): string {
   const results = model.claims ?? [];
   if (model.claimsProblem) return `<section id="claims"><h2>Claims</h2><p class="bad">${escapeHtml(model.claimsProblem)}</p></section>`;
   if (results.length === 0) return '';
-  return `<section id="claims"><h2>Claims (${results.length})</h2><p class="dim">${escapeHtml(CLAIMS_NOTE)} (This run.)</p>${claimsTable(results)}</section>`;
+  return `<section id="claims"><h2>Claims (${results.length})</h2><p class="dim">${escapeHtml(CLAIMS_NOTE)} (This run.)</p>${claimsTable(results)}${claimsChartImg(model.claimsChart)}</section>`;
 }
 
 /** One page with every claim, each checked on the newest given run of its experiment. */
-export function claimsPageHtml(results: readonly ClaimAcrossRuns[], runs: readonly { dir: string; runId: string; experiment: string }[]): string {
+export function claimsPageHtml(results: readonly ClaimAcrossRuns[], runs: readonly { dir: string; runId: string; experiment: string }[], chartSvg?: string): string {
   const counts = new Map<string, number>();
   for (const r of results) counts.set(r.status, (counts.get(r.status) ?? 0) + 1);
   const summary = [...counts].map(([s, n]) => `${n} ${s}`).join(' · ');
@@ -301,7 +309,7 @@ export function claimsPageHtml(results: readonly ClaimAcrossRuns[], runs: readon
 <p class="dim">${escapeHtml(summary)}</p>
 </header>
 <main>
-<section id="claims"><h2>Claims (${results.length})</h2><p class="dim">${escapeHtml(CLAIMS_NOTE)}</p>${claimsTable(results)}</section>
+<section id="claims"><h2>Claims (${results.length})</h2><p class="dim">${escapeHtml(CLAIMS_NOTE)}</p>${claimsTable(results)}${claimsChartImg(chartSvg)}</section>
 <section id="runs"><h2>Runs (${runs.length})</h2><ul class="files">${list}</ul></section>
 </main>
 </body>

@@ -10,7 +10,7 @@ import type { MetricInfo } from '../workloads/types.ts';
 import { figureData, figureSpec, FigureError, hasFigureAxes, matchesWhere, specToSvg, svgToPng, type AxisOrder } from './charts.ts';
 import { claimsPageHtml, renderIndexHtml, type FigureView } from './html.ts';
 import { readRun } from './read.ts';
-import { evaluateAcrossRuns, evaluateClaims, loadClaims, type ClaimAcrossRuns, type ClaimResult } from './claims.ts';
+import { claimsChartSpec, evaluateAcrossRuns, evaluateClaims, loadClaims, type ClaimAcrossRuns, type ClaimResult } from './claims.ts';
 
 export { summarize, groupSamples, tCritical95 } from './stats.ts';
 export { figureSpec, renderFigure, figureData } from './charts.ts';
@@ -185,10 +185,17 @@ export async function writeReport(runDir: string, opts: ReportOptions = {}): Pro
     warnings: run.warnings,
     generatedAt: new Date().toISOString(),
     claims: result.claims,
+    claimsChart: await claimsChartSvg(result.claims),
     ...(result.claimsProblem ? { claimsProblem: result.claimsProblem } : {}),
   });
   await writeFile(result.index, html);
   return result;
+}
+
+/** The reproduced-vs-reported chart as SVG (undefined when no claim has a value to draw). */
+async function claimsChartSvg(results: readonly ClaimResult[]): Promise<string | undefined> {
+  const spec = claimsChartSpec(results);
+  return spec ? (await specToSvg(spec)).svg : undefined;
 }
 
 /**
@@ -200,6 +207,6 @@ export async function writeClaimsPage(runDirs: readonly string[], outFile: strin
   const results = evaluateAcrossRuns(loadClaims(opts.claimsFile), runs);
   const listed = runs.map((r) => ({ dir: r.dir, runId: r.run.manifest.runId, experiment: r.run.manifest.experiment.name }));
   await mkdir(path.dirname(outFile), { recursive: true });
-  await writeFile(outFile, claimsPageHtml(results, listed));
+  await writeFile(outFile, claimsPageHtml(results, listed, await claimsChartSvg(results)));
   return results;
 }

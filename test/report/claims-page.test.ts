@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { claimsMarkdown } from '../../src/report/claims.ts';
+import { claimChartPoints, claimsChartSpec, claimsMarkdown } from '../../src/report/claims.ts';
 import { writeClaimsPage } from '../../src/report/index.ts';
 import { makeRunDir } from './fixture.ts';
 
@@ -65,5 +65,11 @@ describe('the claims page across runs', () => {
     expect(html).toMatch(/<tr data-claim="S-elsewhere">.*not run.*no run of experiment c7-redis among the runs given/);
     expect(html).toContain('1 held · 1 not run');
     expect(html).toContain(older);
+    // Reproduced next to reported: ours over the paper's value, one point per claim with a value.
+    expect(claimChartPoints(results).map((p) => [p.claim, Number(p.relative.toFixed(3)), p.status])).toEqual([['S-held', 0.902, 'held']]);
+    const svg = Buffer.from(/id="claims-chart"[^>]*src="data:image\/svg\+xml;base64,([^"]+)"/.exec(html)![1]!, 'base64').toString('utf8');
+    expect(svg).toMatch(/^<svg/);
+    expect(svg).toContain('Reproduced next to reported');
+    expect(claimsChartSpec(results.filter((r) => r.status === 'not run'))).toBeNull();
   });
 });
