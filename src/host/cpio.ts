@@ -77,3 +77,23 @@ export function cpioNewc(entries: readonly CpioEntry[]): Buffer {
   // Pad to 512 bytes like cpio(1) does; the kernel does not need it but tools expect it.
   return Buffer.concat([body, Buffer.alloc((512 - (body.length % 512)) % 512)]);
 }
+
+/**
+ * Entries of an archive being built, with every parent directory added once, before what is in
+ * it (the kernel's initramfs unpacker does not create missing parents).
+ */
+export function cpioTree(): { entries: CpioEntry[]; addDir: (path: string) => void } {
+  const entries: CpioEntry[] = [];
+  const dirs = new Set<string>();
+  const addDir = (p: string): void => {
+    const parts = p.split('/');
+    for (let i = 1; i <= parts.length; i++) {
+      const d = parts.slice(0, i).join('/');
+      if (d && !dirs.has(d)) {
+        dirs.add(d);
+        entries.push({ kind: 'dir', path: d });
+      }
+    }
+  };
+  return { entries, addDir };
+}

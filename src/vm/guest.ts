@@ -12,7 +12,7 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, open, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { cacheDir } from '../host/cache.ts';
-import { cpioNewc, type CpioEntry } from '../host/cpio.ts';
+import { cpioNewc, cpioTree, type CpioEntry } from '../host/cpio.ts';
 import { aptRun, ensureCommands, type InstallOptions } from '../host/install.ts';
 import { BUSYBOX, ensureProbeKernel, isStaticElf, type ProbeKernel } from '../host/kvm.ts';
 import { repoRoot } from '../util/paths.ts';
@@ -170,18 +170,7 @@ async function buildGuest(opts: GuestSetup): Promise<GuestImage> {
   const bootKernel = await ensureVmlinux(kernel, opts);
   if (existsSync(out)) return { kernel, bootKernel, initramfs: out, modules };
 
-  const entries: CpioEntry[] = [];
-  const dirs = new Set<string>();
-  const addDir = (p: string): void => {
-    const parts = p.split('/');
-    for (let i = 1; i <= parts.length; i++) {
-      const d = parts.slice(0, i).join('/');
-      if (d && !dirs.has(d)) {
-        dirs.add(d);
-        entries.push({ kind: 'dir', path: d });
-      }
-    }
-  };
+  const { entries, addDir } = cpioTree();
   for (const d of ['bin', 'sbin', 'usr/bin', 'usr/sbin', 'dev', 'proc', 'sys', 'etc', 'tmp', 'mnt', 'run', 'lib64', 'lib/x86_64-linux-gnu']) addDir(d);
   entries.push(
     { kind: 'char', path: 'dev/console', major: 5, minor: 1 },

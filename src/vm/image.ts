@@ -15,7 +15,7 @@ import { appendFile, chmod, copyFile, mkdir, open, readFile, readdir, rm, stat, 
 import path from 'node:path';
 import { logged, readStamp, type BuildCtx } from '../build/debian-source.ts';
 import { cacheDir, withCacheLock } from '../host/cache.ts';
-import { cpioNewc, type CpioEntry } from '../host/cpio.ts';
+import { cpioNewc, cpioTree } from '../host/cpio.ts';
 import { aptRun, ensureCommands, step, type InstallOptions } from '../host/install.ts';
 import { BUSYBOX, ensureProbeKernel, isStaticElf, type ProbeKernel } from '../host/kvm.ts';
 import type { SetupStep } from '../results/types.ts';
@@ -435,18 +435,7 @@ async function configureRootfs(
 
 /** The initrd: busybox-static, the virtio/ext4 modules and guest-scripts/debian-initrd as /init. */
 async function initrdArchive(kernel: ProbeKernel, modules: string[], init: Buffer, busybox: Buffer): Promise<Buffer> {
-  const entries: CpioEntry[] = [];
-  const dirs = new Set<string>();
-  const addDir = (p: string): void => {
-    const parts = p.split('/');
-    for (let i = 1; i <= parts.length; i++) {
-      const d = parts.slice(0, i).join('/');
-      if (d && !dirs.has(d)) {
-        dirs.add(d);
-        entries.push({ kind: 'dir', path: d });
-      }
-    }
-  };
+  const { entries, addDir } = cpioTree();
   for (const d of ['bin', 'sbin', 'dev', 'proc', 'sys', 'etc', 'newroot']) addDir(d);
   entries.push(
     { kind: 'char', path: 'dev/console', major: 5, minor: 1 },

@@ -324,15 +324,18 @@ async function driveOf(st: CellState, file: string): Promise<string> {
 
 const fioTimeoutMs = (p: GuestFioParamsT): number => 5 * 60_000 + (p.time_based ? parseDuration(p.runtime) : 0);
 
+/** What every guest workload runs on the host: QEMU (the probe's stock binary) and qemu-img. */
+export const GUEST_WORKLOAD_REQUIRES = [
+  { command: 'qemu-system-x86_64', debianPackage: 'qemu-system-x86' },
+  { command: 'qemu-img', debianPackage: 'qemu-utils' },
+];
+
 export const guestFioWorkload: Workload<GuestFioParamsT> = {
   tool: 'guest-fio',
   description: 'fio inside a Debian guest (one per cell repetition) over a raw NVDIMM, a pcow NVDIMM or a qcow2 virtio disk: dax (ext4 -o dax, mmap/libpmem) or blk (direct I/O) path',
   params: GuestFioParams as unknown as z.ZodType<GuestFioParamsT>,
   metrics: FIO_METRICS,
-  requires: [
-    { command: 'qemu-system-x86_64', debianPackage: 'qemu-system-x86' },
-    { command: 'qemu-img', debianPackage: 'qemu-utils' },
-  ],
+  requires: GUEST_WORKLOAD_REQUIRES,
   needsNative: true,
   needsGuest: true,
 

@@ -28,7 +28,7 @@ import { SizeBytes } from '../experiment/schema.ts';
 import { MiB } from '../vm/machine.ts';
 import { JOB_ROOT } from '../vm/ssh.ts';
 import { repoRoot } from '../util/paths.ts';
-import { BACKEND_SHAPE, startBackendGuest, stopBackendGuest, type BackendGuest } from './guest-fio.ts';
+import { BACKEND_SHAPE, GUEST_WORKLOAD_REQUIRES, startBackendGuest, stopBackendGuest, type BackendGuest } from './guest-fio.ts';
 import { parseRedisBenchmark, redisBenchSamples, type RedisBenchResult } from './redis-bench-parse.ts';
 import type { MetricInfo, Workload, WorkloadContext, WorkloadResult } from './types.ts';
 
@@ -272,10 +272,7 @@ export const guestRedisWorkload: Workload<GuestRedisParamsT> = {
   description: `Redis in a Debian guest (one per cell repetition) with its AOF on a raw or pcow NVDIMM (ext4 -o dax) or a qcow2 virtio disk; variant aof = Debian's redis-server, appendfsync always; variant pmem = ${REDIS_PMEM_LABEL} (aof-pmem yes); redis-benchmark in the guest`,
   params: GuestRedisParams as unknown as z.ZodType<GuestRedisParamsT>,
   metrics: REDIS_METRICS,
-  requires: [
-    { command: 'qemu-system-x86_64', debianPackage: 'qemu-system-x86' },
-    { command: 'qemu-img', debianPackage: 'qemu-utils' },
-  ],
+  requires: GUEST_WORKLOAD_REQUIRES,
   needsNative: true,
   needsGuest: true,
 
