@@ -34,6 +34,15 @@ describe('pcow-harness exit status', () => {
     }
   });
 
+  it('claims without run directories, or with one that is not a run, is 2 naming it', () => {
+    const none = cli('claims');
+    expect(none.status).toBe(2);
+    expect(none.stderr).toContain('claims takes one or more run directories');
+    const bad = cli('claims', tmp);
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toContain(`${tmp}: not a run directory (no manifest.json)`);
+  });
+
   it('a missing experiment file is 2 and lists the available experiments', () => {
     const r = cli('run', '--dry-run', 'experiments/nope.yaml');
     expect(r.status).toBe(2);
